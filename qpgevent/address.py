@@ -1,0 +1,128 @@
+"""RFC 5321 paths: ``<local@domain>``, ``<>`` and ``<postmaster>``."""
+import re
+from typing import Optional
+
+# RFC 5321 4.1.2: atext of a Dot-string. Dots may repeat or trail, as real mail
+# (and Postfix) tolerates; anything else outside atext needs a Quoted-string.
+_ATEXT = r"A-Za-z0-9!#$%&'*+\-/=?^_`{|}~"
+_DOT_STRING = re.compile(r"[%s.]+\Z" % _ATEXT)
+_QUOTED = re.compile(r'"((?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\[\x20-\x7e])*)"\Z')
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_DOMAIN = re.compile(r"%s(?:\.%s)*\.?\Z" % (_LABEL, _LABEL))
+_IPV4_LITERAL = re.compile(r"\[(?:25[0-5]|2[0-4]\d|1?\d?\d)(?:\.(?:25[0-5]|2[0-4]\d|1?\d?\d)){3}\]\Z")
+_IPV6_LITERAL = re.compile(r"\[IPv6:[0-9A-Fa-f:.]{2,45}\]\Z", re.IGNORECASE)
+_SOURCE_ROUTE = re.compile(r"@[^,:]+(?:,@[^,:]+)*:")
+_NEEDS_QUOTING = re.compile(r"[^%s.]" % _ATEXT)
+_UTF8_DOMAIN_LABEL = re.compile(r"[^\x00-\x2c\x2e\x2f\x3a-\x40\x5b-\x60\x7b-\x7f]+\Z")
+
+
+class AddressError(ValueError):
+    """A path that does not parse."""
+
+
+def _valid_domain(domain: str, utf8: bool) -> bool:
+    if _DOMAIN.match(domain) or _IPV4_LITERAL.match(domain) or _IPV6_LITERAL.match(domain):
+        return True
+    if not utf8 or domain.isascii():
+        return False
+    # RFC 6531: U-labels are allowed; check shape, not IDNA tables.
+    labels = domain.rstrip(".").split(".")
+    return all(_UTF8_DOMAIN_LABEL.match(label) and not label.startswith("-") for label in labels)
+
+
+def _valid_local(local: str, utf8: bool) -> Optional[str]:
+    """The local part unquoted, or None when it is not RFC 5321 syntax."""
+    if _DOT_STRING.match(local) and not local.startswith("."):
+        return local
+    quoted = _QUOTED.match(local)
+    if quoted:
+        return re.sub(r"\\(.)", r"\1", quoted.group(1))
+    if utf8 and not local.isascii() and local.isprintable() and not re.search(r'[\s"\\(),:;<>@\[\]]', local):
+        return local
+    return None
+
+
+class Address:
+    """A mail path: ``user`` and ``host`` (both None for the null path ``<>``)."""
+
+    __slots__ = ("user", "host", "notes")
+
+    def __init__(self, user: Optional[str] = None, host: Optional[str] = None) -> None:
+        self.user = user or None
+        self.host = host or None
+        self.notes: dict = {}
+
+    @classmethod
+    def parse(cls, path: str, utf8: bool = False) -> "Address":
+        """Parse ``<...>``; raises AddressError.  ``utf8`` admits RFC 6531 addresses."""
+        if len(path) < 2 or path[0] != "<" or path[-1] != ">":
+            raise AddressError("missing angle brackets")
+        inner = path[1:-1].strip()
+        route = _SOURCE_ROUTE.match(inner)
+        if route:  # RFC 5321 4.1.2: source routes are accepted and ignored
+            inner = inner[route.end():]
+        if not inner:
+            return cls()
+        if inner.lower() == "postmaster":
+            return cls(inner)
+        if not utf8 and not inner.isascii():
+            raise AddressError("non-ASCII address without SMTPUTF8")
+        local, at, domain = inner.rpartition("@")
+        if not at or not local:
+            raise AddressError("address has no domain")
+        if len(local) > 64 * (4 if utf8 else 1) or len(domain) > 255:
+            raise AddressError("address part too long")
+        if not _valid_domain(domain, utf8):
+            raise AddressError("invalid domain %r" % domain)
+        user = _valid_local(local, utf8)
+        if user is None:
+            raise AddressError("invalid local part")
+        return cls(user, domain)
+
+    @classmethod
+    def from_string(cls, text: str) -> "Address":
+        """``user@host`` without brackets, split at the last ``@``; no validation."""
+        text = text.strip().strip("<>")
+        user, at, host = text.rpartition("@")
+        return cls(user, host) if at else cls(text or None)
+
+    @property
+    def address(self) -> str:
+        """``user@host`` without brackets or quoting; '' for the null path."""
+        if self.user is None:
+            return ""
+        return "%s@%s" % (self.user, self.host) if self.host else self.user
+
+    @property
+    def is_null(self) -> bool:
+        return self.user is None
+
+    def format(self) -> str:
+        """``<user@host>``, quoting the local part when RFC 5321 needs it."""
+        if self.user is None:
+            return "<>"
+        user = self.user
+        if _NEEDS_QUOTING.search(user) and not (not user.isascii() and _valid_local(user, True) == user):
+            user = '"%s"' % re.sub(r'(["\\])', r"\\\1", user)
+        return "<%s@%s>" % (user, self.host) if self.host else "<%s>" % user
+
+    __str__ = format
+
+    def __repr__(self) -> str:
+        return "Address(%r)" % self.format()
+
+    def _key(self) -> tuple:
+        return ((self.host or "").lower(), self.user or "")
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, str):
+            other = Address.from_string(other)
+        if not isinstance(other, Address):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __lt__(self, other: "Address") -> bool:
+        return self._key() < other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())

@@ -1,0 +1,147 @@
+"""qpsmtpd-compatible configuration files: one value per line, ``#`` comments, ``$include``."""
+import os
+import time
+from pathlib import Path
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+
+from .errors import ConfigError
+
+DEFAULT_CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+QMAIL_CONTROL = Path(os.environ.get("QMAIL", "/var/qmail")) / "control"
+
+RECHECK_SECONDS = 1.0
+
+# Values a file may leave out; everything else defaults to nothing.
+BUILTIN_DEFAULTS = {
+    "me": lambda: os.uname().nodename,
+    "timeout": lambda: "300",
+}
+
+
+class Entry(NamedTuple):
+    """One value with the file and line it came from, for error messages."""
+
+    value: str
+    path: str
+    line: int
+
+
+def config_dirs(config_dir: Union[str, Path, None] = None) -> List[Path]:
+    """Directories searched per file, highest priority first (``--config-dir`` > ``$QPSMTPD_CONFIG`` > bundled)."""
+    first = config_dir or os.environ.get("QPSMTPD_CONFIG") or DEFAULT_CONFIG_DIR
+    dirs = [Path(first).resolve()]
+    if QMAIL_CONTROL not in dirs:
+        dirs.append(QMAIL_CONTROL)
+    return dirs
+
+
+class Config:
+    """Reads config files by name, caching each by path, mtime and size."""
+
+    def __init__(self, config_dir: Union[str, Path, None] = None) -> None:
+        self.dirs = config_dirs(config_dir)
+        self._cache: Dict[Path, Tuple[Tuple[int, int], List[Entry]]] = {}
+        self._resolved: Dict[str, Tuple[float, Optional[Path], List[Entry]]] = {}
+
+    @property
+    def directory(self) -> Path:
+        return self.dirs[0]
+
+    def path(self, name: str) -> Optional[Path]:
+        """The file that holds ``name``: the first directory that has it."""
+        for directory in self.dirs:
+            candidate = directory / name
+            if candidate.is_file():
+                return candidate
+        return None
+
+    def lines(self, name: str) -> List[str]:
+        """All values of ``name`` (an empty list when no file has it).
+
+        A name is looked up on disk at most once a second, so a changed file
+        is seen within a second without a stat() per SMTP command.
+        """
+        now = time.monotonic()
+        known = self._resolved.get(name)
+        if known is not None and now - known[0] < RECHECK_SECONDS:
+            return known[2]
+        path = self.path(name)
+        if path is None:
+            default = BUILTIN_DEFAULTS.get(name)
+            values = [default()] if default else []
+        else:
+            values = [entry.value for entry in self._read(path, ())]
+        self._resolved[name] = (now, path, values)
+        return values
+
+    def entries(self, name: str) -> List[Entry]:
+        """The values of ``name`` with the file and line of each."""
+        path = self.path(name)
+        return self._read(path, ()) if path else []
+
+    def get(self, name: str, default: Optional[str] = None) -> Optional[str]:
+        """The first value of ``name``, or ``default``."""
+        values = self.lines(name)
+        return values[0] if values else default
+
+    __call__ = get  # ``qp.config("me")`` at load time, as in qpsmtpd
+
+    def reload(self) -> None:
+        self._cache.clear()
+        self._resolved.clear()
+
+    def _read(self, path: Path, seen: Sequence[Path]) -> List[Entry]:
+        if path in seen:
+            raise ConfigError("circular $include of %s" % path, str(seen[-1]))
+        try:
+            stat = path.stat()
+            stamp = (stat.st_mtime_ns, stat.st_size)
+            cached = self._cache.get(path)
+            if cached and cached[0] == stamp:
+                return cached[1]
+            raw = path.read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            raise ConfigError("cannot read: %s" % exc.strerror, str(path)) from None
+        values: List[Entry] = []
+        for number, line in enumerate(raw.splitlines(), 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            if line.startswith("$include"):
+                values.extend(self._include(path, number, line[len("$include"):].strip(), [*seen, path]))
+            else:
+                values.append(Entry(line, str(path), number))
+        self._cache[path] = (stamp, values)
+        return values
+
+    def _include(self, path: Path, number: int, target: str, seen: List[Path]) -> List[Entry]:
+        included = Path(target) if os.path.isabs(target) else (self.path(target) or path.parent / target)
+        if included.is_dir():
+            files = sorted(p for p in included.iterdir() if p.is_file() and not p.name.startswith("."))
+            return [value for p in files for value in self._read(p, seen)]
+        if not included.is_file():
+            raise ConfigError("$include %s: no such file; fix the path or remove the line" % target, str(path), number)
+        return self._read(included, seen)
+
+    def ini(self, name: str, spec: Union[str, Sequence[str], None] = None):
+        """``<name>.ini`` as a configobj, validated against ``spec`` (configobj configspec lines)."""
+        from configobj import ConfigObj, ConfigObjError, flatten_errors
+        from validate import Validator
+
+        filename = name if name.endswith(".ini") else name + ".ini"
+        path = self.path(filename)
+        configspec = spec.splitlines() if isinstance(spec, str) else spec
+        try:
+            parsed = ConfigObj(str(path) if path else None, configspec=configspec, file_error=False, encoding="utf-8")
+        except ConfigObjError as exc:
+            line = getattr(exc, "line_number", None)
+            raise ConfigError("%s; fix the syntax" % exc, str(path), line) from None
+        if configspec is not None:
+            result = parsed.validate(Validator(), preserve_errors=True)
+            if result is not True:
+                problems = []
+                for sections, key, error in flatten_errors(parsed, result):
+                    where = ".".join([*sections, key or "(section)"])
+                    problems.append("%s: %s" % (where, error or "missing"))
+                raise ConfigError("invalid settings: %s" % "; ".join(problems), str(path or self.directory / filename))
+        return parsed

@@ -1,0 +1,84 @@
+"""The header block of a message: raw values, order kept, names case-insensitive."""
+from email.parser import HeaderParser
+from email.policy import compat32
+from typing import Iterator, List, Optional, Tuple
+
+
+class Header:
+    """Message headers as ``(name, raw value)`` pairs; folded values are kept as received."""
+
+    def __init__(self, fields: Optional[List[Tuple[str, str]]] = None) -> None:
+        self.fields: List[Tuple[str, str]] = fields or []
+
+    @classmethod
+    def parse(cls, text: str) -> "Header":
+        """Parse a header block (LF or CRLF line endings) with the ``email`` package, compat32 policy."""
+        message = HeaderParser(policy=compat32).parsestr(text, headersonly=True)
+        return cls([(name, str(value)) for name, value in message.raw_items()])
+
+    def get(self, name: str, index: int = 0) -> Optional[str]:
+        """Value of the ``index``-th field called ``name``, or None."""
+        values = self.get_all(name)
+        return values[index] if -len(values) <= index < len(values) else None
+
+    def get_all(self, name: str) -> List[str]:
+        key = name.lower()
+        return [value for field, value in self.fields if field.lower() == key]
+
+    def count(self, name: str) -> int:
+        return len(self.get_all(name))
+
+    def names(self) -> List[str]:
+        """Distinct field names in order of first appearance."""
+        seen, out = set(), []
+        for field, _ in self.fields:
+            if field.lower() not in seen:
+                seen.add(field.lower())
+                out.append(field)
+        return out
+
+    def add(self, name: str, value: str, index: Optional[int] = None) -> None:
+        """Append a field, or insert it at ``index`` (0 prepends, as for Received)."""
+        value = value.rstrip("\r\n")
+        if index is None:
+            self.fields.append((name, value))
+        else:
+            self.fields.insert(index, (name, value))
+
+    def delete(self, name: str, index: Optional[int] = None) -> None:
+        """Remove every field called ``name``, or only its ``index``-th occurrence."""
+        key = name.lower()
+        positions = [i for i, (field, _) in enumerate(self.fields) if field.lower() == key]
+        if index is not None:
+            positions = positions[index:index + 1] if -len(positions) <= index < len(positions) else []
+        for i in reversed(positions):
+            del self.fields[i]
+
+    def replace(self, name: str, value: str, index: int = 0) -> None:
+        """Set the ``index``-th ``name`` field to ``value``, adding it if absent."""
+        key = name.lower()
+        positions = [i for i, (field, _) in enumerate(self.fields) if field.lower() == key]
+        if -len(positions) <= index < len(positions):
+            self.fields[positions[index]] = (self.fields[positions[index]][0], value.rstrip("\r\n"))
+        else:
+            self.add(name, value)
+
+    def rename(self, old: str, new: str) -> None:
+        key = old.lower()
+        self.fields = [(new if field.lower() == key else field, value) for field, value in self.fields]
+
+    def as_string(self) -> str:
+        """The header block with LF line endings (no blank separator line)."""
+        return "".join("%s: %s\n" % (name, value.replace("\r\n", "\n")) for name, value in self.fields)
+
+    def as_bytes(self) -> bytes:
+        return self.as_string().encode("utf-8", "surrogateescape")
+
+    def __iter__(self) -> Iterator[Tuple[str, str]]:
+        return iter(self.fields)
+
+    def __len__(self) -> int:
+        return len(self.fields)
+
+    def __contains__(self, name: str) -> bool:
+        return self.count(name) > 0

@@ -1,0 +1,165 @@
+"""The hook catalogue and the engine that runs plugins in ``config/plugins`` order."""
+import inspect
+import re
+import traceback
+from contextvars import ContextVar
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
+
+import gevent
+
+from .constants import DECLINED, DENY_CODES, LOGCRIT, RETURN_CODES, return_code
+
+# Registration names in the order plugins' hook_* functions are registered.
+HOOKS: Tuple[str, ...] = (
+    "logging", "config", "user_config", "post-fork", "pre-connection", "connect",
+    "helo_parse", "ehlo_parse", "helo", "ehlo", "auth_parse", "auth-plain", "auth-login",
+    "auth-cram-md5", "auth", "mail_parse", "rcpt_parse", "mail_pre", "rcpt_pre", "mail", "rcpt",
+    "data", "data_headers_end", "data_post_headers", "received_line", "data_post", "queue_pre",
+    "queue", "queue_post", "reset_transaction", "vrfy", "noop", "help", "unrecognized_command",
+    "quit", "disconnect", "post-connection", "deny", "ok",
+)
+
+
+def method_name(hook: str) -> str:
+    """``pre-connection`` -> ``hook_pre_connection``."""
+    return "hook_" + re.sub(r"\W", "_", hook)
+
+
+HOOK_BY_METHOD: Dict[str, str] = {method_name(hook): hook for hook in HOOKS}
+
+current_session: ContextVar = ContextVar("qpgevent_session", default=None)
+current_hook: ContextVar = ContextVar("qpgevent_hook", default=None)
+
+
+class PluginFailure(Exception):
+    """A plugin raised, returned something that is not a return code, or ran out of time.
+
+    The session answers it with a temporary failure; it never counts as a pass.
+    """
+
+    def __init__(self, hook: str, plugin: str, reason: str) -> None:
+        self.hook = hook
+        self.plugin = plugin
+        super().__init__("plugin %s failed in hook %s: %s" % (plugin, hook, reason))
+
+
+class HookResult(NamedTuple):
+    rc: int
+    messages: List[Any]
+    plugin: Optional[str] = None
+
+
+NO_PLUGIN = HookResult(0, [])
+
+
+class Callback(NamedTuple):
+    plugin: Any
+    function: Callable
+    takes_params: bool
+
+    @classmethod
+    def make(cls, plugin: Any, function: Callable) -> "Callback":
+        try:
+            parameters = inspect.signature(function).parameters.values()
+        except (TypeError, ValueError):
+            parameters = ()
+        takes = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+        return cls(plugin, function, takes)
+
+
+def normalise(value: Any) -> Optional[Tuple[int, List[Any]]]:
+    """``rc``, ``(rc, msg, ...)`` or None (= DECLINED) as ``(rc, messages)``; None if it is garbage."""
+    if value is None:
+        return DECLINED, []
+    if isinstance(value, (tuple, list)) and value:
+        rc, messages = value[0], list(value[1:])
+    else:
+        rc, messages = value, []
+    if type(rc) is not int or rc not in RETURN_CODES:
+        return None
+    return rc, messages
+
+
+class HookRegistry:
+    """Which plugin callbacks run for each hook, in order."""
+
+    def __init__(self, plugin_timeout: float = 30.0) -> None:
+        self.callbacks: Dict[str, List[Callback]] = {}
+        self.plugin_timeout = plugin_timeout
+
+    def register(self, hook: str, plugin: Any, function: Callable, prepend: bool = False) -> None:
+        if hook not in HOOKS:
+            raise ValueError("unknown hook %r" % hook)
+        callbacks = self.callbacks.setdefault(hook, [])
+        callbacks.insert(0 if prepend else len(callbacks), Callback.make(plugin, function))
+
+    def has(self, hook: str) -> bool:
+        return hook in self.callbacks
+
+    def plugins_for(self, hook: str) -> List[str]:
+        return [cb.plugin.name for cb in self.callbacks.get(hook, ())]
+
+    def run(self, session: Any, hook: str, args: Tuple = (), params: Optional[dict] = None) -> HookResult:
+        """Call each plugin of ``hook`` until one answers other than DECLINED.
+
+        Returns rc 0 when no plugin is registered, like qpsmtpd.  Raises
+        PluginFailure when a plugin misbehaves, after logging its traceback.
+        """
+        callbacks = self.callbacks.get(hook)
+        if not callbacks:
+            return NO_PLUGIN
+        session_token = current_session.set(session)
+        hook_token = current_hook.set(hook)
+        try:
+            result = NO_PLUGIN
+            transaction = getattr(session, "transaction", None)
+            for callback in callbacks:
+                result = self._call(session, hook, transaction, callback, args, params)
+                if hook not in ("deny", "ok") and (self.callbacks.get("deny") or self.callbacks.get("ok")):
+                    first = result.messages[0] if result.messages else ""
+                    self.run(session, "deny" if result.rc in DENY_CODES else "ok", (callback.plugin.name, result.rc, first))
+                if result.rc != DECLINED:
+                    break
+            return result
+        finally:
+            current_hook.reset(hook_token)
+            current_session.reset(session_token)
+
+    def _call(self, session: Any, hook: str, transaction: Any, callback: Callback, args: Tuple,
+              params: Optional[dict]) -> HookResult:
+        name = callback.plugin.name
+        timer = gevent.Timeout(self.plugin_timeout) if self.plugin_timeout else None
+        if timer is not None:
+            timer.start()
+        try:
+            if params and callback.takes_params:
+                value = callback.function(callback.plugin, transaction, *args, **params)
+            else:
+                value = callback.function(callback.plugin, transaction, *args)
+        except gevent.Timeout as exc:
+            if exc is not timer:
+                raise
+            self._fail(session, hook, name, "ran longer than plugin_timeout (%ss)" % self.plugin_timeout)
+        except Exception:
+            self._fail(session, hook, name, "raised an exception:\n" + traceback.format_exc().rstrip())
+        finally:
+            if timer is not None:
+                timer.close()
+        normalised = normalise(value)
+        if normalised is None:
+            self._fail(session, hook, name, "returned %r, which is not a return code" % (value,))
+        rc, messages = normalised
+        if transaction is not None and isinstance(transaction.notes.get(name), dict):
+            transaction.notes[name].setdefault(method_name(hook), {})["return"] = rc
+        return HookResult(rc, messages, name)
+
+    def _fail(self, session: Any, hook: str, plugin: str, reason: str) -> None:
+        if hook != "logging":
+            session.log(LOGCRIT, "FATAL PLUGIN ERROR [%s] in hook %s: %s" % (plugin, hook, reason), hook=hook, plugin=plugin)
+        raise PluginFailure(hook, plugin, reason)
+
+
+def describe(rc: int) -> str:
+    """``DENY`` for 901, ``0`` when no plugin answered."""
+    return return_code(rc) or str(rc)
+

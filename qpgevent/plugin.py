@@ -1,0 +1,235 @@
+"""Plugins: the object a plugin file's functions receive as ``self``, and the loader."""
+import difflib
+import importlib.util
+import re
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable, List, Optional, Sequence, Union
+
+from .constants import (DECLINED, DENY, DENY_DISCONNECT, DENYSOFT, DENYSOFT_DISCONNECT, LOGINFO)
+from .errors import ConfigError
+from .hooks import HOOK_BY_METHOD, HOOKS, current_hook, current_session
+
+BUNDLED_PLUGIN_DIR = Path(__file__).resolve().parent.parent / "plugins"
+
+_REJECT_TYPES = {
+    "temp": DENYSOFT, "soft": DENYSOFT, "perm": DENY, "hard": DENY,
+    "disconnect": DENY_DISCONNECT, "temp_disconnect": DENYSOFT_DISCONNECT,
+}
+
+
+class Plugin:
+    """One loaded plugin instance (``relay``, ``relay:1``, ``queue/maildir``).
+
+    Every ``hook_*`` function of the plugin file gets this object as ``self``.
+    It is shared by all sessions: per-session state belongs in
+    ``self.qp.connection.notes`` or ``transaction.notes``, never on ``self``.
+    """
+
+    def __init__(self, name: str, module: ModuleType, args: Sequence[str], smtpd: Any, path: str) -> None:
+        self.name = name
+        self.module = module
+        self.args = list(args)
+        self.path = path
+        self.smtpd = smtpd
+        self.loglevel_adjust: Optional[str] = None
+        self.reject: Optional[str] = None
+        self.reject_type: Optional[str] = None
+
+    def __repr__(self) -> str:
+        return "<plugin %s>" % self.name
+
+    # -- context --------------------------------------------------------------
+    @property
+    def qp(self) -> Any:
+        """The session being served by the calling greenlet (the daemon itself at load time)."""
+        return current_session.get() or self.smtpd
+
+    @property
+    def transaction(self) -> Any:
+        return getattr(self.qp, "transaction", None)
+
+    @property
+    def connection(self) -> Any:
+        return getattr(self.qp, "connection", None)
+
+    @property
+    def hook_name(self) -> Optional[str]:
+        return current_hook.get()
+
+    @property
+    def plugin_name(self) -> str:
+        return self.name
+
+    # -- services -------------------------------------------------------------
+    def log(self, level: int, *message: Any) -> None:
+        """Log through the logging plugins, adjusted by this plugin's ``loglevel`` argument."""
+        adjust = self.loglevel_adjust
+        if adjust:
+            level = int(adjust) if adjust[0] not in "+-" else level + int(adjust)
+            level = max(0, min(7, level))
+        self.qp.log(level, " ".join(str(m) for m in message), hook=current_hook.get(), plugin=self.name)
+
+    def register_hook(self, hook: str, method: Union[str, Callable], prepend: bool = False) -> None:
+        """Run ``method`` (a function or the name of one in the plugin file) for ``hook``."""
+        function = getattr(self.module, method) if isinstance(method, str) else method
+        self.smtpd.registry.register(hook, self, function, prepend=prepend)
+
+    def config_ini(self, name: Optional[str] = None, spec: Union[str, Sequence[str], None] = None):
+        """``config/<name>.ini`` (default: this plugin's base name) as a validated configobj."""
+        return self.smtpd.config.ini(name or self.name.split(":")[0].replace("/", "_"), spec)
+
+    def spool_dir(self) -> str:
+        return self.smtpd.spool_dir
+
+    def temp_file(self) -> str:
+        return self.transaction.temp_file()
+
+    def temp_dir(self) -> str:
+        return self.transaction.temp_dir()
+
+    # -- policy helpers (qpsmtpd's generic ``reject`` and ``reject_type`` arguments) --
+    def get_reject_type(self, default: int = DENY, override: Optional[str] = None) -> int:
+        return _REJECT_TYPES.get(override or self.reject_type or "", default)
+
+    def get_reject(self, smtp_msg: str = "unspecified error", log_msg: str = "") -> tuple:
+        """DECLINED when ``reject 0``; a deferred rejection when ``reject naughty``; else the rejection."""
+        if self.reject is not None and self.reject in ("0", ""):
+            self.log(LOGINFO, "fail, tolerated" + (", " + log_msg if log_msg else ""))
+            return (DECLINED,)
+        if self.reject == "naughty":
+            self.log(LOGINFO, "fail, naughty" + (", " + log_msg if log_msg else ""))
+            self.store_deferred_reject(smtp_msg)
+            return (DECLINED,)
+        self.log(LOGINFO, "fail" + (", " + log_msg if log_msg else ""))
+        return (self.get_reject_type(), smtp_msg)
+
+    def store_deferred_reject(self, message: str) -> None:
+        notes = self.connection.notes
+        text = "(%s) %s" % (self.name, message)
+        notes["naughty"] = notes["naughty"] + "\r\n" + text if notes.get("naughty") else text
+        notes.setdefault("naughty_reject_type", self.reject_type)
+
+    def is_immune(self) -> bool:
+        """True (and logged) for relay clients and whitelisted hosts or senders."""
+        connection, transaction = self.connection, self.transaction
+        reason = None
+        if connection.relay_client:
+            reason = "relay client"
+        elif connection.notes.get("whitelisthost"):
+            reason = "whitelisted host"
+        elif transaction is not None and transaction.notes.get("whitelistsender"):
+            reason = "whitelisted sender"
+        if reason:
+            self.log(LOGINFO, "skip, %s" % reason)
+        return reason is not None
+
+    def adjust_karma(self, value: int) -> int:
+        notes = self.connection.notes
+        notes["karma"] = notes.get("karma", 0) + value
+        return value
+
+    def store_auth_results(self, result: str) -> None:
+        notes = self.connection.notes
+        notes["authentication_results"] = "; ".join(filter(None, [notes.get("authentication_results"), result]))
+
+
+# -- loading ------------------------------------------------------------------
+_CONFIG_LINE = re.compile(r"[ -~]+\Z")
+
+
+def module_name(name: str) -> str:
+    """A unique importable module name for plugin instance ``name``."""
+    return "qpgevent_plugins." + re.sub(r"[^A-Za-z0-9_]", lambda m: "_%02x" % ord(m.group()), name)
+
+
+def find_plugin(name: str, dirs: Sequence[Path]) -> Optional[Path]:
+    base = name.split(":", 1)[0]
+    for directory in dirs:
+        candidate = directory / (base + ".py")
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def known_plugins(dirs: Sequence[Path]) -> List[str]:
+    names = set()
+    for directory in dirs:
+        if directory.is_dir():
+            names.update(str(p.relative_to(directory))[:-3] for p in directory.rglob("*.py")
+                         if not p.name.startswith("_"))
+    return sorted(names)
+
+
+def _load_module(name: str, path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(module_name(name), path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _check_hook_names(module: ModuleType, path: Path) -> None:
+    for attribute, value in vars(module).items():
+        if attribute.startswith("hook_") and callable(value) and attribute not in HOOK_BY_METHOD:
+            line = getattr(getattr(value, "__code__", None), "co_firstlineno", None)
+            guess = difflib.get_close_matches(attribute, HOOK_BY_METHOD, n=1)
+            fix = "rename it to %s" % guess[0] if guess else "see docs/hooks.md for the hook names"
+            raise ConfigError("%s is not a hook; %s" % (attribute, fix), str(path), line)
+
+
+def _apply_generic_args(plugin: Plugin) -> None:
+    """qpsmtpd's generic plugin arguments ``loglevel``, ``reject`` and ``reject_type``."""
+    args = plugin.args
+    for i in range(len(args) - 1):
+        if args[i] == "loglevel":
+            plugin.loglevel_adjust = args[i + 1]
+        elif args[i] == "reject":
+            plugin.reject = args[i + 1]
+        elif args[i] == "reject_type":
+            plugin.reject_type = args[i + 1]
+
+
+def load_plugin(smtpd: Any, name: str, args: Sequence[str], dirs: Sequence[Path],
+                where: Optional[tuple] = None) -> Plugin:
+    """Load one plugin instance and register its hooks; ConfigError names ``where`` on failure."""
+    path_hint, line = where or (None, None)
+    path = find_plugin(name, dirs)
+    if path is None:
+        guess = difflib.get_close_matches(name.split(":")[0], known_plugins(dirs), n=1)
+        fix = "did you mean %r?" % guess[0] if guess else "check the spelling or add its directory to plugin_dirs"
+        raise ConfigError("plugin %r not found in %s; %s" % (name, ", ".join(map(str, dirs)), fix), path_hint, line)
+    try:
+        module = _load_module(name, path)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        raise ConfigError("plugin %r (%s) failed to load: %s: %s" % (name, path, type(exc).__name__, exc),
+                          path_hint, line) from exc
+    _check_hook_names(module, path)
+    plugin = Plugin(name, module, args, smtpd, str(path))
+    _apply_generic_args(plugin)
+    try:
+        if hasattr(module, "init"):
+            module.init(plugin, smtpd, *args)
+        for hook in HOOKS:
+            function = getattr(module, "hook_" + re.sub(r"\W", "_", hook), None)
+            if callable(function):
+                smtpd.registry.register(hook, plugin, function)
+        if hasattr(module, "register"):
+            module.register(plugin, smtpd, *args)
+    except ConfigError as exc:
+        raise ConfigError("plugin %s: %s" % (name, exc), path_hint, line) from exc
+    except Exception as exc:
+        raise ConfigError("plugin %s rejected its arguments %r: %s" % (name, " ".join(args), exc),
+                          path_hint, line) from exc
+    return plugin
+
+
+def parse_plugin_line(text: str, path: str, line: int) -> tuple:
+    """``name arg ...`` from a ``plugins`` line; only printable ASCII is allowed."""
+    if not _CONFIG_LINE.match(text):
+        raise ConfigError("plugin lines must be printable ASCII; remove the other characters", path, line)
+    name, *args = text.split()
+    return name, args

@@ -1,0 +1,674 @@
+"""One SMTP session (RFC 5321): bytes in, replies out, plugins run at every phase.
+
+The session does no socket I/O of its own.  ``start()`` greets, ``feed(bytes)``
+takes whatever the client sent (any split, any amount of pipelining) and
+``eof()``/``timeout()`` end it; replies go to ``transport.write`` once per
+call.  Hooks run inline: a plugin that blocks only blocks its own greenlet.
+"""
+import re
+import time
+import traceback
+from email.utils import formatdate
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from . import replies as R
+from .address import Address, AddressError
+from .command import ParseError, parse_path_command, parse_words
+from .connection import Connection
+from .constants import (DECLINED, DENY, DENY_DISCONNECT, DENYSOFT, DENYSOFT_DISCONNECT, DONE, LOGDEBUG,
+                        LOGERROR, LOGINFO, OK)
+from .data import DataReceiver
+from .hooks import HookResult, PluginFailure
+from .replies import Reply, format_reply, split_lines, status_for
+from .transaction import Transaction
+
+MAX_COMMAND_LINE = 512  # RFC 5321 4.5.3.1.4, CRLF included
+MAX_AUTH_LINE = 12288  # RFC 4954 4: SASL responses may be this long
+_VERB = re.compile(r"\w{1,12}\Z")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+class Disconnect(Exception):
+    """Raised inside a command to end the session after the replies so far."""
+
+
+class Session:
+    """The state of one client conversation, driven by the server or by tests."""
+
+    verbs: Dict[str, Callable] = {}
+
+    def __init__(self, smtpd: Any, transport: Any, connection: Connection) -> None:
+        self.smtpd = smtpd
+        self.registry = smtpd.registry
+        self.transport = transport
+        self.connection = connection
+        self.socket = getattr(transport, "socket", None)
+        self.transaction = self._new_transaction()
+        self.receiver: Optional[DataReceiver] = None
+        self.closed = False
+        self.command_counter = 0
+        self.env: Dict[str, str] = {}
+        self.auth_user: Optional[str] = None
+        self.auth_mechanism: Optional[str] = None
+        self._buffer = bytearray()
+        self._out: List[bytes] = []
+        self._skip_line = False  # the rest of an overlong command line is being dropped
+        self._ended = False
+
+    def __repr__(self) -> str:
+        return "<Session %s>" % self.connection.id
+
+    # -- driving ---------------------------------------------------------------
+    def start(self, **pre_connection: Any) -> None:
+        """Run the ``pre-connection`` and ``connect`` hooks, then greet (or refuse).
+
+        ``pre_connection`` holds what the server knows before the session
+        (``max_conn_ip``, ``child_addrs``); it reaches the hook as keywords.
+        """
+        connection = self.connection
+        params = dict(remote_ip=connection.remote_ip, remote_port=connection.remote_port,
+                      local_ip=connection.local_ip, local_port=connection.local_port, **pre_connection)
+        try:
+            result = self.run_hooks("pre-connection", params=params)
+            if result.rc in (DENY, DENY_DISCONNECT):
+                self.reply(R.PRECONNECT_DENY, result.messages)
+                raise Disconnect
+            if result.rc in (DENYSOFT, DENYSOFT_DISCONNECT):
+                self.reply(R.PRECONNECT_DENYSOFT, result.messages)
+                raise Disconnect
+            result = self.run_hooks("connect")
+            if result.rc in (DENY, DENY_DISCONNECT):
+                self.reply(R.CONNECT_DENY, result.messages)
+                raise Disconnect
+            if result.rc in (DENYSOFT, DENYSOFT_DISCONNECT):
+                self.reply(R.CONNECT_DENYSOFT, result.messages)
+                raise Disconnect
+            if result.rc != DONE:
+                self.respond(220, self.greeting(), status=None)
+        except PluginFailure:
+            self.reply(R.PLUGIN_FAILED_DISCONNECT)
+            self.disconnect()
+        except Disconnect:
+            self.disconnect()
+        self.flush()
+
+    def feed(self, data: bytes) -> None:
+        """Process what the client sent; reply to every complete command in order."""
+        buf = self._buffer
+        buf += data
+        position = 0
+        try:
+            while not self.closed:
+                receiver = self.receiver
+                if receiver is not None:
+                    before = (position, receiver.in_header)
+                    position = self._feed_data(buf, position)
+                    if self.receiver is receiver and (position, receiver.in_header) == before:
+                        break  # waiting for the rest of a line
+                    continue
+                newline = buf.find(b"\n", position)
+                if newline < 0:
+                    if len(buf) - position > MAX_AUTH_LINE:
+                        self._line_too_long()
+                        position = len(buf)
+                    break
+                line = bytes(buf[position:newline + 1])
+                position = newline + 1
+                if self._skip_line:
+                    self._skip_line = False
+                    continue
+                self._command_line(line)
+        except Disconnect:
+            self.disconnect()
+        finally:
+            del buf[:position]
+            self.flush()
+
+    def eof(self) -> None:
+        """The client closed its side."""
+        if self.receiver is not None:
+            self.receiver = None
+            self.reply(R.DATA_INCOMPLETE)
+        self.disconnect()
+        self.flush()
+
+    def timeout(self) -> None:
+        """The client said nothing for ``timeout`` seconds."""
+        self.reply(R.TIMEOUT)
+        self.disconnect()
+        self.flush()
+
+    def shutdown(self) -> None:
+        """The server is stopping: tell the client and end the session."""
+        self.reply(R.SHUTDOWN)
+        self.disconnect()
+        self.flush()
+
+    def read_timeout(self) -> float:
+        """Seconds to wait for the client: ``timeoutsmtpd`` or ``timeout`` for commands, ``timeout`` in DATA."""
+        value = None if self.receiver is not None else self.config("timeoutsmtpd")
+        try:
+            return float(value or self.config("timeout") or 300)
+        except ValueError:
+            return 300.0
+
+    def run(self, transport: Any, **pre_connection: Any) -> None:
+        """Serve the whole conversation over ``transport`` (anything with ``recv(size, timeout)``)."""
+        self.start(**pre_connection)
+        while not self.closed:
+            try:
+                data = transport.recv(65536, self.read_timeout())
+            except TimeoutError:
+                self.timeout()
+                break
+            except OSError:
+                data = b""
+            if not data:
+                self.eof()
+                break
+            self.feed(data)
+
+    # -- output -----------------------------------------------------------------
+    def respond(self, code: int, *lines: str, status: Any = "default") -> None:
+        """Queue a reply; plugins may call this and then return DONE.
+
+        ``status`` is the enhanced status code; by default ``X.0.0`` (none for 220).
+        """
+        text_lines = split_lines(lines) or [""]
+        if status == "default":
+            status = None if code == 220 or code // 100 not in (2, 4, 5) else "%d.0.0" % (code // 100)
+            status = status_for(code, status, text_lines)
+        for line in text_lines:
+            self.log(LOGINFO, "%d %s" % (code, line))
+        self._out.append(format_reply(code, status, text_lines))
+
+    def reply(self, reply: Reply, messages: Sequence[Any] = (), **fields: Any) -> None:
+        """Send a registry reply, with the plugin's message text in place of the default when given."""
+        lines = split_lines(messages)
+        if not lines:
+            lines = reply.text.format(me=self.me, version=self.smtpd.version, **fields).split("\n")
+        self.respond(reply.code, *lines, status=status_for(reply.code, reply.status, lines))
+
+    def flush(self) -> None:
+        """Write every queued reply in one write."""
+        if self._out:
+            data = b"".join(self._out)
+            self._out.clear()
+            try:
+                self.transport.write(data)
+            except OSError as exc:
+                self.log(LOGINFO, "client went away while we wrote: %s" % exc)
+                self.closed = True
+
+    # -- services for plugins -----------------------------------------------------
+    @property
+    def me(self) -> str:
+        return self.config("me")
+
+    def config(self, name: str, default: Optional[str] = None) -> Optional[str]:
+        """The first value of config ``name``, asking the ``config`` hook first."""
+        values = self.config_list(name)
+        return values[0] if values else default
+
+    def config_list(self, name: str) -> List[str]:
+        if self.registry.has("config"):
+            result = self.run_hooks("config", name, failures="log")
+            if result.rc == OK:
+                return [str(v) for v in result.messages]
+        return self.smtpd.config.lines(name)
+
+    def log(self, level: int, message: str, hook: Optional[str] = None, plugin: Optional[str] = None) -> None:
+        self.smtpd.log(level, message, hook, plugin, session=self)
+
+    def run_hooks(self, hook: str, *args: Any, params: Optional[dict] = None, failures: str = "raise") -> HookResult:
+        """Run ``hook``; with ``failures="log"`` a failing plugin counts as DECLINED."""
+        try:
+            return self.registry.run(self, hook, args, params)
+        except PluginFailure:
+            if failures == "raise":
+                raise
+            return HookResult(DECLINED, [])
+
+    def reset_transaction(self) -> Transaction:
+        """End the current transaction (``reset_transaction`` hook) and start a new one."""
+        old = self.transaction
+        if self.registry.has("reset_transaction"):
+            self.run_hooks("reset_transaction", failures="log")
+        old.close()
+        self.transaction = self._new_transaction()
+        return self.transaction
+
+    def disconnect(self) -> None:
+        """Run the end-of-session hooks once and mark the session closed."""
+        if self._ended:
+            self.closed = True
+            return
+        self._ended = True
+        self.closed = True
+        self.receiver = None
+        self.connection.notes["disconnected"] = True
+        self.run_hooks("disconnect", failures="log")
+        self.reset_transaction()
+        self.run_hooks("post-connection", failures="log")
+        self.transaction.close()
+
+    def greeting(self) -> str:
+        custom = self.config("smtpgreeting")
+        if custom:
+            return custom if re.search(r"(^|\W)ESMTP(\W|$)", custom) else custom + " ESMTP"
+        return R.GREETING.text.format(me=self.me, version=self.smtpd.version)
+
+    def _new_transaction(self) -> Transaction:
+        smtpd = self.smtpd
+        return Transaction(self.connection.id, smtpd.spool_dir, smtpd.size_threshold)
+
+    # -- command dispatch ---------------------------------------------------------
+    def _line_too_long(self) -> None:
+        self.reply(R.LINE_TOO_LONG)
+        self._skip_line = True
+
+    def _command_line(self, raw: bytes) -> None:
+        if not raw.endswith(b"\r\n") or b"\r" in raw[:-2]:
+            if self.smtpd.bare_newline != "normalize" or b"\r" in raw.rstrip(b"\r\n"):
+                self.reply(R.BARE_NEWLINE, where="a command")
+                return
+        body = raw.rstrip(b"\r\n")
+        limit = MAX_AUTH_LINE if body[:5].upper() == b"AUTH " else MAX_COMMAND_LINE
+        if len(body) + 2 > limit:
+            self.reply(R.LINE_TOO_LONG)
+            return
+        try:
+            line = body.decode("utf-8")
+        except UnicodeDecodeError:
+            self.reply(R.BAD_BYTES)
+            return
+        if _CONTROL.search(line):
+            self.reply(R.BAD_BYTES)
+            return
+        self.command(line)
+
+    def command(self, line: str) -> None:
+        """Dispatch one command line (without CRLF)."""
+        self.connection.notes["original_string"] = line
+        verb, _, rest = line.partition(" ")
+        rest = rest.lstrip(" ")
+        lower = verb.lower()
+        self.log(LOGDEBUG, "dispatching %s" % ("AUTH <hidden credentials>" if lower == "auth" else line))
+        try:
+            if lower:
+                self.command_counter += 1
+            method = self.verbs.get(lower) if _VERB.match(verb or "-") else None
+            if method is None:
+                self._unrecognized(lower, rest)
+            else:
+                method(self, rest)
+        except PluginFailure:
+            self.reply(R.PLUGIN_FAILED)
+        except Disconnect:
+            raise
+        except Exception:
+            self.log(LOGERROR, "command %r failed unexpectedly:\n%s" % (lower, traceback.format_exc()))
+            self.reply(R.INTERNAL_ERROR, detail="command '%s' failed unexpectedly" % lower)
+
+    def _unrecognized(self, verb: str, rest: str) -> None:
+        result = self.run_hooks("unrecognized_command", verb, rest)
+        rc = result.rc
+        if rc == DONE:
+            return
+        if rc == DENY_DISCONNECT:
+            self.reply(R.UNRECOGNIZED_DISCONNECT, result.messages)
+            raise Disconnect
+        self.reply(R.UNRECOGNIZED, result.messages if rc == DENY else ())
+
+    # -- verbs ---------------------------------------------------------------------
+    def smtp_helo(self, rest: str) -> None:
+        self._hello("helo", rest)
+
+    def smtp_ehlo(self, rest: str) -> None:
+        self._hello("ehlo", rest)
+
+    def _hello(self, verb: str, rest: str) -> None:
+        words = self._parse(verb + "_parse", verb, rest, parse_words)
+        if words is None:
+            return
+        if not words:
+            self.reply(R.HELO_NO_HOST, verb=verb)
+            return
+        if self.connection.hello:
+            self.reply(R.HELO_AGAIN)
+            return
+        host = words[0]
+        result = self.run_hooks(verb, host, *words[1:])
+        if self._refused(result, R.HELO_DENY, R.HELO_DENYSOFT, R.HELO_DENY, R.HELO_DENYSOFT):
+            return
+        if result.rc == DONE:
+            return
+        self.connection.hello = verb
+        self.connection.hello_host = host
+        fields = dict(remote_info=self.connection.remote_info, remote_ip=self.connection.remote_ip)
+        if verb == "helo":
+            self.reply(R.HELO_OK, **fields)
+            return
+        lines = [R.EHLO_OK.text.format(me=self.me, **fields)]
+        lines.extend(self.ehlo_keywords())
+        self.respond(250, *lines, status=None)
+
+    def ehlo_keywords(self) -> List[str]:
+        """The extensions EHLO advertises, plugins' ``capabilities`` notes included."""
+        databytes = self.databytes()
+        keywords = ["PIPELINING", "8BITMIME", "ENHANCEDSTATUSCODES", "SIZE %d" % databytes if databytes else "SIZE"]
+        keywords.extend(self.smtpd.capabilities)
+        keywords.extend(self.transaction.notes.get("capabilities", ()))
+        keywords.extend(self.connection.notes.get("capabilities", ()))
+        return keywords
+
+    def databytes(self) -> int:
+        value = self.config("databytes")
+        try:
+            return max(0, int(value)) if value else 0
+        except ValueError:
+            return 0
+
+    def _parse(self, hook: str, verb: str, line: str, default: Callable) -> Any:
+        """Run a ``*_parse`` hook; a callable it returns replaces the default parser.  None = refused."""
+        result = self.run_hooks(hook, line)
+        if result.messages and callable(result.messages[0]):
+            try:
+                answer = result.messages[0](self, verb, line)
+            except Exception as exc:
+                answer = (DENY, str(exc))
+            rc, *values = answer
+            if rc != OK:
+                self.reply(R.SYNTAX_COMMAND, values[:1])
+                return None
+            return values
+        try:
+            return default(line)
+        except ParseError as exc:
+            self.respond(501, str(exc), status="5.5.4")
+            return None
+
+    def _refused(self, result: HookResult, deny: Reply, denysoft: Reply, deny_disconnect: Reply,
+                 denysoft_disconnect: Reply, **fields: Any) -> bool:
+        """Answer a DENY-family result; True if the command was refused."""
+        rc = result.rc
+        if rc == DENY:
+            self.reply(deny, result.messages, **fields)
+        elif rc == DENYSOFT:
+            self.reply(denysoft, result.messages, **fields)
+        elif rc == DENY_DISCONNECT:
+            self.reply(deny_disconnect, result.messages, **fields)
+            raise Disconnect
+        elif rc == DENYSOFT_DISCONNECT:
+            self.reply(denysoft_disconnect, result.messages, **fields)
+            raise Disconnect
+        else:
+            return False
+        return True
+
+    def _path_command(self, verb: str, prefix: str, rest: str, allowed: set) -> Any:
+        """Parse MAIL/RCPT arguments through the parse and pre hooks: (path string, params) or None."""
+        parsed = self._parse(verb + "_parse", verb, rest, lambda line: parse_path_command(prefix, line))
+        if parsed is None:
+            return None
+        if isinstance(parsed, tuple):
+            path, params = parsed
+        else:  # a plugin parser: [path, "KEY=VALUE", ...]
+            path, params = parsed[0], {}
+            for word in parsed[1:]:
+                key, eq, value = str(word).partition("=")
+                params[key.lower()] = value if eq else None
+        unknown = [key for key in params if key not in allowed]
+        if unknown:
+            self.reply(R.BAD_PARAMETER, param=unknown[0].upper())
+            return None
+        result = self.run_hooks(verb + "_pre", path, params)
+        if result.rc == OK and result.messages:
+            path = str(result.messages[0])
+        return path, params
+
+    def smtp_mail(self, rest: str) -> None:
+        if not self.connection.hello:
+            self.reply(R.MAIL_NO_HELO)
+            return
+        if self.transaction.sender is not None:
+            self.reply(R.MAIL_NESTED)
+            return
+        self.connection.notes["envelope_from"] = rest
+        transaction = self.reset_transaction()
+        parsed = self._path_command("mail", "from", rest, self.smtpd.mail_parameters)
+        if parsed is None:
+            return
+        path, params = parsed
+        size = params.get("size")
+        if size is not None:
+            if not size.isdigit():
+                self.reply(R.SYNTAX_PARAMETERS)
+                return
+            databytes = self.databytes()
+            if databytes and int(size) > databytes:
+                self.reply(R.MAIL_TOO_BIG, databytes=databytes)
+                return
+        body = params.get("body")
+        if body is not None and body.upper() not in ("7BIT", "8BITMIME"):
+            self.reply(R.SYNTAX_PARAMETERS)
+            return
+        try:
+            sender = Address.parse(path, utf8=self._utf8(params))
+        except AddressError:
+            self.reply(R.MAIL_SYNTAX)
+            return
+        result = self.run_hooks("mail", sender, params=params)
+        fields = {"addr": sender.format()}
+        if self._refused(result, R.MAIL_DENY, R.MAIL_DENYSOFT, R.MAIL_DENY, R.MAIL_DENYSOFT_DISCONNECT, **fields):
+            return
+        if result.rc == DONE:
+            return
+        transaction.sender = sender
+        transaction.notes["mail_parameters"] = params
+        self.reply(R.MAIL_OK, result.messages if result.rc == OK else (), **fields)
+
+    def _utf8(self, params: dict) -> bool:
+        return "smtputf8" in params
+
+    def smtp_rcpt(self, rest: str) -> None:
+        self.connection.notes["envelope_rcpt"] = rest
+        transaction = self.transaction
+        if transaction.sender is None:
+            self.reply(R.RCPT_NO_MAIL)
+            return
+        parsed = self._path_command("rcpt", "to", rest, self.smtpd.rcpt_parameters)
+        if parsed is None:
+            return
+        path, params = parsed
+        try:
+            recipient = Address.parse(path, utf8="smtputf8" in transaction.notes.get("mail_parameters", {}))
+            if recipient.is_null:
+                raise AddressError("null recipient")
+        except AddressError:
+            self.reply(R.RCPT_SYNTAX)
+            return
+        if self.smtpd.max_rcpt and len(transaction.recipients) >= self.smtpd.max_rcpt:
+            self.reply(R.RCPT_TOO_MANY)
+            return
+        result = self.run_hooks("rcpt", recipient, params=params)
+        fields = {"addr": recipient.format()}
+        if self._refused(result, R.RCPT_DENY, R.RCPT_DENYSOFT, R.RCPT_DENY_DISCONNECT, R.RCPT_DENYSOFT_DISCONNECT):
+            return
+        if result.rc == DONE:
+            return
+        if result.rc != OK:
+            self.reply(R.RCPT_UNDECIDED)
+            return
+        transaction.add_recipient(recipient)
+        self.reply(R.RCPT_OK, result.messages, **fields)
+
+    def smtp_data(self, rest: str) -> None:
+        result = self.run_hooks("data")
+        rc = result.rc
+        if rc == DONE:
+            return
+        if rc in (DENY, DENYSOFT):
+            self.reply(R.DATA_DENY if rc == DENY else R.DATA_DENYSOFT, result.messages)
+            self.reset_transaction()
+            return
+        self._refused(result, R.DATA_DENY, R.DATA_DENYSOFT, R.DATA_DENY, R.DATA_DENYSOFT)
+        if self.transaction.sender is None:
+            self.reply(R.DATA_NO_MAIL)
+            return
+        if not self.transaction.recipients:
+            self.reply(R.DATA_NO_RCPT)
+            return
+        self.reply(R.DATA_GO_AHEAD)
+        self.flush()
+        smtpd = self.smtpd
+        self.receiver = DataReceiver(self.transaction, self.databytes(), smtpd.max_line_length, smtpd.bare_newline)
+
+    def _feed_data(self, buf: bytearray, position: int) -> int:
+        receiver = self.receiver
+        position = receiver.feed(buf, position)
+        if receiver.headers_ready:
+            receiver.headers_ready = False
+            self._headers_end()
+        if receiver.bare_newline:
+            self.receiver = None
+            self.reply(R.BARE_NEWLINE, where="the message data")
+            self.log(LOGERROR, "bare CR or LF in DATA: possible SMTP smuggling, closing the connection")
+            raise Disconnect
+        if receiver.done:
+            self.receiver = None
+            try:
+                self._end_of_data(receiver)
+            except PluginFailure:
+                self.reply(R.PLUGIN_FAILED)
+                self.reset_transaction()
+        return position
+
+    def _headers_end(self) -> None:
+        try:
+            result = self.run_hooks("data_headers_end")
+        except PluginFailure:
+            self.transaction.notes["plugin_failed"] = True
+            return
+        if result.rc == DENY_DISCONNECT:
+            self.receiver = None
+            self.reply(R.DATA_DENY, result.messages)
+            raise Disconnect
+        if result.rc == DENYSOFT_DISCONNECT:
+            self.receiver = None
+            self.reply(R.DATA_HEADERS_DENYSOFT, result.messages)
+            raise Disconnect
+
+    def _end_of_data(self, receiver: DataReceiver) -> None:
+        transaction = self.transaction
+        if receiver.too_big:
+            self.log(LOGERROR, "message too big: %d bytes > databytes %d" % (receiver.size, receiver.max_size))
+            self.reply(R.DATA_TOO_BIG)
+            self.reset_transaction()
+            return
+        if receiver.line_too_long:
+            self.reply(R.DATA_LINE_TOO_LONG, limit=self.smtpd.max_line_length)
+            self.reset_transaction()
+            return
+        if transaction.notes.get("plugin_failed"):
+            raise PluginFailure("data_headers_end", "?", "failed earlier")
+        self.run_hooks("data_post_headers", failures="log")
+        transaction.header.add("Received", self.received_line(), 0)
+        result = self.run_hooks("data_post")
+        rc = result.rc
+        if rc == DONE:
+            return
+        if self._refused(result, R.DATA_POST_DENY, R.DATA_POST_DENYSOFT, R.DATA_POST_DENY, R.DATA_POST_DENYSOFT):
+            self.reset_transaction()
+            return
+        self._queue()
+
+    def received_line(self) -> str:
+        """The Received value: a ``received_line`` plugin's lines, or the default."""
+        connection = self.connection
+        proto = "ESMTP" if connection.hello == "ehlo" else "SMTP"
+        if connection.hello == "ehlo":
+            proto += ("S" if connection.notes.get("tls_enabled") else "") + ("A" if self.auth_user else "")
+        tls = connection.notes.get("tls_cipher")
+        result = self.run_hooks("received_line", proto, self.auth_user, tls, failures="log")
+        if result.rc == OK and result.messages:
+            return "\n".join(str(m) for m in result.messages)
+        return "from %s (HELO %s) (%s)\n by %s (qpgevent/%s) with %s%s; %s" % (
+            connection.remote_info, connection.hello_host, connection.remote_ip, self.me, self.smtpd.version,
+            proto, " (%s encrypted)" % tls if tls else "", formatdate(time.time(), localtime=True))
+
+    def _queue(self) -> None:
+        result = self.run_hooks("queue_pre")
+        if result.rc == DONE:
+            return
+        if result.rc not in (OK, DECLINED, 0):
+            self.log(LOGERROR, "queue_pre plugin %s returned %s" % (result.plugin, result.rc))
+            self.reply(R.QUEUE_DECLINED, result.messages)
+            self.reset_transaction()
+            return
+        try:
+            result = self.run_hooks("queue")
+        finally:
+            # The message is gone from our hands either way: the spool must not outlive this.
+            self.reset_transaction()
+        rc = result.rc
+        if rc == DONE:
+            return
+        if rc == OK:
+            self.reply(R.QUEUE_OK, result.messages)
+        elif rc == DENY:
+            self.reply(R.QUEUE_DENY, result.messages)
+        elif rc == DENYSOFT:
+            self.reply(R.QUEUE_DENYSOFT, result.messages)
+        else:
+            self.reply(R.QUEUE_DECLINED, result.messages)
+        post = self.run_hooks("queue_post", failures="log")
+        if post.rc not in (OK, 0, DECLINED):
+            self.log(LOGERROR, "queue_post: %s" % " ".join(map(str, post.messages)))
+
+    def smtp_rset(self, rest: str) -> None:
+        self.receiver = None
+        self.reset_transaction()
+        self.reply(R.RSET_OK)
+
+    def smtp_noop(self, rest: str) -> None:
+        result = self.run_hooks("noop")
+        if result.rc == DONE:
+            return
+        if result.rc in (DENY, DENY_DISCONNECT):
+            self.reply(R.NOOP_DENY, result.messages)
+            if result.rc == DENY_DISCONNECT:
+                raise Disconnect
+            return
+        self.reply(R.NOOP_OK)
+
+    def smtp_vrfy(self, rest: str) -> None:
+        result = self.run_hooks("vrfy")
+        rc = result.rc
+        if rc == DONE:
+            return
+        if rc == DENY:
+            self.reply(R.VRFY_DENY, result.messages)
+            self.reset_transaction()
+        elif rc == OK:
+            self.reply(R.VRFY_OK, result.messages)
+        else:
+            self.reply(R.VRFY_UNKNOWN)
+
+    def smtp_help(self, rest: str) -> None:
+        result = self.run_hooks("help", rest)
+        if result.rc == DONE:
+            return
+        if result.rc == DENY:
+            self.reply(R.HELP_DENY, result.messages)
+            return
+        self.reply(R.HELP, result.messages)
+
+    def smtp_quit(self, rest: str) -> None:
+        result = self.run_hooks("quit", failures="log")
+        if result.rc != DONE:
+            self.reply(R.QUIT, result.messages)
+        raise Disconnect
+
+
+Session.verbs = {name[len("smtp_"):]: function for name, function in vars(Session).items() if name.startswith("smtp_")}

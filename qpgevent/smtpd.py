@@ -1,0 +1,127 @@
+"""The configured daemon: config, plugins and settings shared by every session."""
+import os
+import sys
+import tempfile
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, List, Optional, Sequence, Union
+
+from .config import Config
+from .constants import LOG_LEVELS, LOGWARN
+from .errors import ConfigError
+from .hooks import HookRegistry, PluginFailure
+from .plugin import BUNDLED_PLUGIN_DIR, Plugin, load_plugin, parse_plugin_line
+from .version import VERSION
+
+_in_logging: ContextVar = ContextVar("qpgevent_in_logging", default=False)
+
+
+def _positive_int(config: Config, name: str, default: int) -> int:
+    value = config.get(name)
+    if value is None:
+        return default
+    try:
+        number = int(value)
+        if number < 0:
+            raise ValueError
+    except ValueError:
+        entry = config.entries(name)[0]
+        raise ConfigError("%s must be a whole number of 0 or more, not %r" % (name, value), entry.path, entry.line) from None
+    return number
+
+
+class Smtpd:
+    """Everything a session needs that is the same for all sessions.
+
+    Created once at start-up (and again on reload); a ConfigError from the
+    constructor means the configuration is broken and the server must not start.
+    """
+
+    def __init__(self, config_dir: Union[str, Path, None] = None, plugins: Optional[Sequence[str]] = None,
+                 load: bool = True) -> None:
+        self.config = Config(config_dir)
+        self.version = VERSION
+        self.plugin_timeout = float(self.config.get("plugin_timeout", "30"))
+        self.registry = HookRegistry(self.plugin_timeout)
+        self.plugins: List[Plugin] = []
+        self.spool_dir = self.config.get("spool_dir") or os.path.join(tempfile.gettempdir(), "qpgevent-spool-%d" % os.getuid())
+        self.size_threshold = _positive_int(self.config, "size_threshold", 10000)
+        self.max_rcpt = _positive_int(self.config, "max_rcpt", 100)
+        self.max_line_length = _positive_int(self.config, "max_line_length", 1000)
+        self.bare_newline = self.config.get("bare_newline", "reject")
+        if self.bare_newline not in ("reject", "normalize"):
+            entry = self.config.entries("bare_newline")[0]
+            raise ConfigError("bare_newline must be 'reject' or 'normalize', not %r" % self.bare_newline, entry.path, entry.line)
+        self.loglevel = _positive_int(self.config, "loglevel", LOGWARN)
+        # Extra MAIL/RCPT parameters plugins accept (lower case); the core knows SIZE and BODY.
+        self.mail_parameters = {"size", "body"}
+        self.rcpt_parameters: set = set()
+        self.capabilities: List[str] = []
+        self.log_threshold = self.loglevel
+        if load:
+            self.load_plugins(plugins)
+
+    # -- plugins ------------------------------------------------------------------
+    def plugin_dirs(self) -> List[Path]:
+        """``plugin_dirs`` entries (relative to the config dir's parent), then the bundled plugins."""
+        base = self.config.directory.parent
+        dirs = [Path(d) if os.path.isabs(d) else base / d for d in self.config.lines("plugin_dirs")]
+        return [*dirs, BUNDLED_PLUGIN_DIR]
+
+    def load_plugins(self, names: Optional[Sequence[str]] = None) -> None:
+        """Load ``logging`` then ``plugins`` (or the given plugin lines) in order."""
+        dirs = self.plugin_dirs()
+        if names is None:
+            entries = [(e.value, e.path, e.line) for e in self.config.entries("logging") + self.config.entries("plugins")]
+            if not self.config.path("plugins"):
+                raise ConfigError("no plugins file; create %s/plugins listing at least a rcpt and a queue plugin"
+                                  % self.config.directory)
+        else:
+            entries = [(line, "<plugins>", n) for n, line in enumerate(names, 1)]
+        for text, path, line in entries:
+            name, args = parse_plugin_line(text, path, line)
+            self.plugins.append(load_plugin(self, name, args, dirs, (path, line)))
+        loggers = [callback.plugin for callback in self.registry.callbacks.get("logging", ())]
+        if loggers:
+            self.log_threshold = max(getattr(p, "log_threshold", 7) for p in loggers)
+
+    # -- the API plugins see at load time (``qp`` in register) -------------------
+    def config_list(self, name: str) -> List[str]:
+        return self.config.lines(name)
+
+    def me(self) -> str:
+        return self.config.get("me") or os.uname().nodename
+
+    def log(self, level: int, message: str, hook: Optional[str] = None, plugin: Optional[str] = None,
+            session: Any = None) -> None:
+        """Route a log line to the logging plugins, or to stderr when there are none."""
+        if level > self.log_threshold:
+            return
+        if self.registry.has("logging"):
+            if _in_logging.get():
+                return  # a logging plugin logging from inside its own hook
+            token = _in_logging.set(True)
+            try:
+                self.registry.run(session, "logging", (level, hook or "", plugin or "", message))
+                return
+            except PluginFailure as failure:
+                message = "%s (and the logging plugin failed: %s)" % (message, failure)
+            finally:
+                _in_logging.reset(token)
+        if level <= self.loglevel:
+            sys.stderr.write(format_log_line(level, message, hook, plugin, session))
+            sys.stderr.flush()
+
+
+def format_log_line(level: int, message: str, hook: Optional[str], plugin: Optional[str], session: Any) -> str:
+    """``<pid> <connection id> (<hook>) <plugin>: <message>`` with the level name, one line."""
+    connection = getattr(session, "connection", None)
+    parts = [str(os.getpid())]
+    if connection is not None:
+        parts.append(connection.id)
+    parts.append(LOG_LEVELS.get(level, str(level)))
+    if hook:
+        parts.append("(%s)" % hook)
+    if plugin:
+        parts.append(plugin + ":")
+    return "%s %s\n" % (" ".join(parts), message.replace("\n", "\n    "))

@@ -1,0 +1,265 @@
+"""Test helpers for the core and for plugin authors.
+
+``TestSession`` runs a real session in memory (no sockets)::
+
+    smtpd = make_smtpd(tmp_path, plugins=["rcpt_ok", "queue/maildir ./mail"], config={"me": "mx.test"})
+    s = TestSession(smtpd)
+    assert s.command("EHLO client.test")[0].code == 250
+
+``LiveServer`` runs ``bin/qpsmtpd-server`` on a free loopback port for
+end-to-end tests with smtplib or swaks.
+"""
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Union
+
+from .connection import Connection
+from .constants import OK
+from .smtp import Session
+from .smtpd import Smtpd
+from .transport import MemoryTransport
+
+ROOT = Path(__file__).resolve().parent.parent
+_REPLY_LINE = re.compile(rb"(\d{3})([ -])(.*)")
+
+
+class Reply(NamedTuple):
+    """One SMTP reply as the client sees it."""
+
+    code: int
+    lines: List[str]
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+    @property
+    def status(self) -> Optional[str]:
+        """The RFC 3463 enhanced status code of the first line, if any."""
+        found = re.match(r"([245]\.\d{1,3}\.\d{1,3}) ", self.lines[0] + " ")
+        return found.group(1) if found else None
+
+    def __str__(self) -> str:
+        return "\n".join("%d %s" % (self.code, line) for line in self.lines)
+
+
+def parse_replies(raw: bytes) -> List[Reply]:
+    """Split what the server wrote into replies; raises ValueError on a malformed line."""
+    replies, lines = [], []
+    for line in raw.split(b"\r\n")[:-1]:
+        match = _REPLY_LINE.fullmatch(line)
+        if not match:
+            raise ValueError("malformed reply line %r" % line)
+        lines.append(match.group(3).decode("utf-8", "surrogateescape"))
+        if match.group(2) == b" ":
+            replies.append(Reply(int(match.group(1)), lines))
+            lines = []
+    if lines or not raw.endswith(b"\r\n") and raw:
+        raise ValueError("unterminated reply %r" % raw)
+    return replies
+
+
+def write_config(directory: Union[str, Path], values: Dict[str, Union[str, Sequence[str]]]) -> Path:
+    """Write config files: ``{"me": "mx.test", "rcpthosts": ["a.test", "b.test"]}``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, value in values.items():
+        lines = [value] if isinstance(value, str) else list(value)
+        path = directory / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join("%s\n" % line for line in lines))
+    return directory
+
+
+def make_smtpd(tmp_path: Union[str, Path], plugins: Sequence[str] = (), config: Optional[Dict[str, Any]] = None) -> Smtpd:
+    """A daemon with its own config dir under ``tmp_path`` holding ``plugins`` and ``config``."""
+    values = {"me": "mx.test", "spool_dir": str(Path(tmp_path) / "spool"), "plugins": list(plugins)}
+    values.update(config or {})
+    return Smtpd(write_config(Path(tmp_path) / "config", values))
+
+
+class _MockPlugin:
+    """Stands in for a plugin when a test registers a bare function."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+class TestSession:
+    """An in-memory session: send commands, get back every reply each one caused."""
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, smtpd: Smtpd, remote_ip: str = "127.0.0.1", remote_host: str = "localhost",
+                 local_port: int = 25, greet: bool = True) -> None:
+        self.smtpd = smtpd
+        self.transport = MemoryTransport()
+        self.connection = Connection(remote_ip, 40000, "127.0.0.1", local_port, remote_host=remote_host)
+        self.session = Session(smtpd, self.transport, self.connection)
+        self.logged: List[tuple] = []
+        self.greeting: List[Reply] = []
+        if greet:
+            self.session.start()
+            self.greeting = self._take()
+
+    @property
+    def transaction(self):
+        return self.session.transaction
+
+    @property
+    def closed(self) -> bool:
+        return self.session.closed
+
+    def _take(self) -> List[Reply]:
+        return parse_replies(self.transport.take())
+
+    def send(self, data: Union[bytes, str]) -> List[Reply]:
+        """Feed raw bytes as the client would send them; return the replies they caused."""
+        self.session.feed(data if isinstance(data, bytes) else data.encode("utf-8"))
+        return self._take()
+
+    def command(self, line: str) -> List[Reply]:
+        """Send one command line (CRLF added)."""
+        return self.send(line + "\r\n")
+
+    def data(self, message: Union[str, bytes]) -> List[Reply]:
+        """DATA, then ``message`` (LF or CRLF lines, dot-stuffed here), then the final dot.
+
+        Returns the replies after the 354, or the refusal of DATA itself.
+        """
+        first = self.command("DATA")
+        if not first or first[-1].code != 354:
+            return first
+        return self.send(encode_message(message))
+
+    def send_message(self, sender: str, recipients: Iterable[str], message: Union[str, bytes],
+                     helo: str = "client.test") -> List[Reply]:
+        """EHLO (if needed), MAIL, RCPT..., DATA; returns every reply."""
+        replies = []
+        if not self.connection.hello:
+            replies += self.command("EHLO %s" % helo)
+        replies += self.command("MAIL FROM:<%s>" % sender)
+        for recipient in recipients:
+            replies += self.command("RCPT TO:<%s>" % recipient)
+        return replies + self.data(message)
+
+    def eof(self) -> List[Reply]:
+        self.session.eof()
+        return self._take()
+
+    def timeout(self) -> List[Reply]:
+        self.session.timeout()
+        return self._take()
+
+    def mock_hook(self, hook: str, function: Callable, name: str = "___MockHook___") -> None:
+        """Run ``function(self_plugin, transaction, *args)`` first for ``hook``."""
+        self.smtpd.registry.register(hook, _MockPlugin(name), function, prepend=True)
+
+    def unmock_hook(self, hook: str, name: str = "___MockHook___") -> None:
+        callbacks = self.smtpd.registry.callbacks.get(hook, [])
+        self.smtpd.registry.callbacks[hook] = [cb for cb in callbacks if cb.plugin.name != name]
+        if not self.smtpd.registry.callbacks[hook]:
+            del self.smtpd.registry.callbacks[hook]
+
+    def mock_config(self, **values: Any) -> None:
+        """Answer ``config(name)`` from ``values`` before the files (``max_rcpt=3``)."""
+        def config_hook(plugin, transaction, name):
+            if name in values:
+                value = values[name]
+                return (OK, *(value if isinstance(value, (list, tuple)) else [value]))
+            return None
+        self.mock_hook("config", config_hook, name="___MockConfig___")
+
+    def capture_log(self) -> List[tuple]:
+        """Record every log line as ``(level, hook, plugin, message)`` in ``self.logged``."""
+        def logging_hook(plugin, transaction, level, hook, plugin_name, message):
+            self.logged.append((level, hook, plugin_name, message))
+            return OK
+        self.mock_hook("logging", logging_hook, name="___MockLog___")
+        self.smtpd.log_threshold = 7
+        return self.logged
+
+
+def encode_message(message: Union[str, bytes]) -> bytes:
+    """A message as DATA bytes: CRLF line ends, leading dots doubled, ``.`` line at the end."""
+    if isinstance(message, str):
+        message = message.encode("utf-8")
+    lines = message.replace(b"\r\n", b"\n").split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    stuffed = [b"." + line if line.startswith(b".") else line for line in lines]
+    return b"".join(line + b"\r\n" for line in stuffed) + b".\r\n"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+class LiveServer:
+    """``bin/qpsmtpd-server`` on a free loopback port, for tests with real clients.
+
+    Use as a context manager; ``stderr`` holds what the server printed once it has stopped.
+    """
+
+    def __init__(self, config_dir: Union[str, Path], args: Sequence[str] = (), host: str = "127.0.0.1",
+                 env: Optional[Dict[str, str]] = None, cwd: Union[str, Path, None] = None) -> None:
+        self.config_dir = Path(config_dir)
+        self.host = host
+        self.port = free_port(host)
+        self.args = list(args)
+        self.env = env
+        self.cwd = cwd
+        self.process: Optional[subprocess.Popen] = None
+        self.stderr = ""
+
+    @property
+    def address(self) -> tuple:
+        return self.host, self.port
+
+    def start(self, wait: float = 15.0) -> "LiveServer":
+        listen = "[%s]" % self.host if ":" in self.host else self.host
+        command = [sys.executable, str(ROOT / "bin" / "qpsmtpd-server"), "--config-dir", str(self.config_dir),
+                   "-l", "%s:%d" % (listen, self.port), "-H", *self.args]
+        env = dict(os.environ, **(self.env or {}))
+        self._log = open(self.config_dir.parent / ("server-%d.log" % self.port), "w+")
+        self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+                                        env=env, cwd=self.cwd)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                self.stop()
+                raise RuntimeError("server exited with %s:\n%s" % (self.process.returncode, self.stderr))
+            try:
+                socket.create_connection(self.address, timeout=1).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("server did not listen within %ss:\n%s" % (wait, self.stderr))
+
+    def stop(self, timeout: float = 15.0) -> int:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.seek(0)
+        self.stderr = self._log.read()
+        self._log.close()
+        return self.process.returncode
+
+    def __enter__(self) -> "LiveServer":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()

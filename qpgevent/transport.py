@@ -1,0 +1,87 @@
+"""Where a session's replies go: a socket, stdin/stdout, or memory (tests)."""
+import os
+import socket as _socket
+from typing import Optional
+
+from gevent import select as _select
+
+
+class SocketTransport:
+    """A connected client socket."""
+
+    def __init__(self, sock: _socket.socket) -> None:
+        self.socket = sock
+
+    def write(self, data: bytes) -> None:
+        self.socket.sendall(data)
+
+    def recv(self, size: int, timeout: Optional[float]) -> bytes:
+        """Bytes from the client; b"" at its EOF; TimeoutError after ``timeout`` seconds of silence."""
+        self.socket.settimeout(timeout)
+        try:
+            return self.socket.recv(size)
+        except _socket.timeout:
+            raise TimeoutError from None
+
+    def close(self) -> None:
+        try:
+            self.socket.shutdown(_socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.socket.close()
+
+
+class StdioTransport:
+    """inetd / tcpserver: the client is on file descriptors 0 and 1."""
+
+    def __init__(self, read_fd: int = 0, write_fd: int = 1) -> None:
+        self.read_fd = read_fd
+        self.write_fd = write_fd
+        try:
+            self.socket: Optional[_socket.socket] = _socket.socket(fileno=os.dup(read_fd))
+        except OSError:
+            self.socket = None  # a pipe or a terminal, not a socket
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.write(self.write_fd, view)
+            view = view[written:]
+
+    def recv(self, size: int, timeout: Optional[float]) -> bytes:
+        readable, _, _ = _select.select([self.read_fd], [], [], timeout)
+        if not readable:
+            raise TimeoutError
+        return os.read(self.read_fd, size)
+
+    def close(self) -> None:
+        if self.socket is not None:
+            self.socket.close()
+        for fd in (self.read_fd, self.write_fd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+class MemoryTransport:
+    """Collects what the session writes; for tests and for in-process use."""
+
+    socket = None
+
+    def __init__(self) -> None:
+        self.written = bytearray()
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        if self.closed:
+            raise BrokenPipeError("transport closed")
+        self.written += data
+
+    def take(self) -> bytes:
+        data = bytes(self.written)
+        self.written.clear()
+        return data
+
+    def close(self) -> None:
+        self.closed = True

@@ -1,0 +1,2 @@
+"""The package version."""
+VERSION = "0.1.0"

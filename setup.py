@@ -1,0 +1,13 @@
+from setuptools import setup
+
+setup(
+    name="qpgevent",
+    version="0.1.0",
+    description="The qpsmtpd plugin model, rebuilt in Python on gevent",
+    packages=["qpgevent"],
+    python_requires=">=3.11",
+    install_requires=["gevent>=24.2", "dnspython>=2.4", "configobj>=5.0.8"],
+    extras_require={"test": ["pytest>=7", "hypothesis>=6"]},
+    scripts=["bin/qpsmtpd-server", "bin/qpsmtpd"],
+    entry_points={"console_scripts": []},
+)
