@@ -1,0 +1,44 @@
+"""Shared fixtures: a daemon with its own config dir, in-memory sessions, live servers."""
+from pathlib import Path
+
+import pytest
+
+from qpgevent.testing import LiveServer, TestSession, make_smtpd, write_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def smtpd_factory(tmp_path):
+    """``smtpd_factory(plugins=[...], config={...})`` -> a loaded Smtpd with its own config dir."""
+    def factory(plugins=(), config=None):
+        return make_smtpd(tmp_path, plugins=plugins, config=config)
+    return factory
+
+
+@pytest.fixture
+def session_factory(smtpd_factory):
+    """``session_factory(plugins=[...], config={...}, remote_ip=...)`` -> a greeted TestSession."""
+    def factory(plugins=(), config=None, **kwargs):
+        return TestSession(smtpd_factory(plugins, config), **kwargs)
+    return factory
+
+
+@pytest.fixture
+def live_server(tmp_path):
+    """``live_server(plugins=[...], config={...}, args=[...])`` -> a started LiveServer; stopped after the test."""
+    servers = []
+
+    def factory(plugins=("rcpt_ok", "queue/maildir %s" % (tmp_path / "Maildir")), config=None, args=(), host="127.0.0.1",
+                env=None):
+        values = {"me": "mx.test", "rcpthosts": ["example.com"], "spool_dir": str(tmp_path / "spool"),
+                  "plugins": list(plugins), "loglevel": "6"}
+        values.update(config or {})
+        config_dir = write_config(tmp_path / "config", values)
+        server = LiveServer(config_dir, args=args, host=host, env=env, cwd=tmp_path).start()
+        servers.append(server)
+        return server
+
+    yield factory
+    for server in servers:
+        server.stop()
