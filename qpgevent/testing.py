@@ -253,9 +253,10 @@ class LiveServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        self._log.seek(0)
-        self.stderr = self._log.read()
-        self._log.close()
+        if not self._log.closed:
+            self._log.seek(0)
+            self.stderr = self._log.read()
+            self._log.close()
         return self.process.returncode
 
     def __enter__(self) -> "LiveServer":

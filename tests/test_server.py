@@ -1,0 +1,207 @@
+"""bin/qpsmtpd-server: options, connection limits, timeouts, privileges, pid file, reload."""
+import os
+import pwd
+import signal
+import smtplib
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from qpgevent.testing import ROOT, LiveServer, free_port, parse_replies, write_config
+
+
+def read_reply(sock, timeout=5.0):
+    """Read one complete reply (all its lines) from a raw socket."""
+    sock.settimeout(timeout)
+    data = b""
+    while True:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+        lines = data.split(b"\r\n")
+        if len(lines) > 1 and lines[-2][3:4] == b" ":
+            break
+    return parse_replies(data)[0] if data else None
+
+
+def wait_for(predicate, seconds=10.0):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_limit_connections_answers_421_instead_of_waiting(live_server):
+    """With -c 2 a third client is told 421 4.7.0 at once and closed, never left in the backlog."""
+    server = live_server(args=["-c", "2"])
+    held = [socket.create_connection(server.address, timeout=5) for _ in range(2)]
+    try:
+        assert all(read_reply(s).code == 220 for s in held)
+        with socket.create_connection(server.address, timeout=5) as third:
+            reply = read_reply(third)
+            assert (reply.code, reply.status) == (421, "4.7.0")
+            assert third.recv(100) == b""  # closed after the reply
+    finally:
+        for s in held:
+            s.close()
+    # Once the others have gone, new clients are greeted again.
+    assert wait_for(lambda: read_reply(socket.create_connection(server.address, timeout=5)).code == 220)
+
+
+def test_max_from_ip_limits_one_address(live_server):
+    """With -m 1 a second session from the same address gets 421 4.7.0."""
+    server = live_server(args=["-m", "1"])
+    with socket.create_connection(server.address, timeout=5) as first:
+        assert read_reply(first).code == 220
+        with socket.create_connection(server.address, timeout=5) as second:
+            reply = read_reply(second)
+            assert (reply.code, reply.status) == (421, "4.7.0")
+            assert "from your address" in reply.text
+
+
+def test_idle_timeout_says_421_and_closes(live_server):
+    """A client silent for `timeout` seconds gets 421 4.4.2 and the connection is closed."""
+    server = live_server(config={"timeout": "1"})
+    with socket.create_connection(server.address, timeout=5) as client:
+        assert read_reply(client).code == 220
+        started = time.monotonic()
+        reply = read_reply(client)
+        assert (reply.code, reply.status) == (421, "4.4.2")
+        assert 0.8 < time.monotonic() - started < 4
+        assert client.recv(100) == b""
+
+
+def test_ipv6_listener(live_server):
+    """-l [::1]:PORT serves IPv6 clients."""
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    try:
+        socket.socket(socket.AF_INET6).bind(("::1", 0))
+    except OSError:
+        pytest.skip("no ::1 on this machine")
+    server = live_server(host="::1")
+    with smtplib.SMTP(server.host, server.port, timeout=10) as client:
+        code, text = client.ehlo("v6.test")
+        assert code == 250 and b"[::1]" in text.splitlines()[0]
+
+
+def test_bad_config_stops_startup_with_file_and_line(tmp_path):
+    """A missing plugin stops the server at start with the plugins file, the line and a suggestion."""
+    config = write_config(tmp_path / "config", {"me": "mx.test", "plugins": ["# comment", "rcpt_okk"]})
+    result = subprocess.run([sys.executable, str(ROOT / "bin" / "qpsmtpd-server"), "--config-dir", str(config),
+                             "-p", str(free_port())], capture_output=True, text=True, timeout=20)
+    assert result.returncode != 0
+    assert "%s:2:" % (config / "plugins") in result.stderr
+    assert "did you mean 'rcpt_ok'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_help_lists_the_forkserver_options():
+    """--help documents the qpsmtpd-forkserver compatible options."""
+    result = subprocess.run([sys.executable, str(ROOT / "bin" / "qpsmtpd-server"), "--help"],
+                            capture_output=True, text=True, timeout=20)
+    for option in ("--config-dir", "--listen-address", "--port", "--limit-connections", "--max-from-ip",
+                   "--user", "--pid-file", "--detach"):
+        assert option in result.stdout
+
+
+def test_detach_writes_pid_file_and_sigterm_removes_it(tmp_path):
+    """-d --pid-file: the command returns, the daemon serves, SIGTERM stops it and removes the pid file."""
+    config = write_config(tmp_path / "config", {"me": "mx.test", "plugins": ["rcpt_ok"]})
+    pid_file = tmp_path / "qp.pid"
+    port = free_port()
+    result = subprocess.run([sys.executable, str(ROOT / "bin" / "qpsmtpd-server"), "--config-dir", str(config),
+                             "-l", "127.0.0.1:%d" % port, "-H", "-d", "--pid-file", str(pid_file)],
+                            capture_output=True, text=True, timeout=20)
+    assert result.returncode == 0
+    assert wait_for(pid_file.exists)
+    pid = int(pid_file.read_text())
+    try:
+        assert wait_for(lambda: _connects(port))
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+            assert client.noop()[0] == 250
+    finally:
+        os.kill(pid, signal.SIGTERM)
+    assert wait_for(lambda: not pid_file.exists())
+
+
+def test_pid_file_of_a_live_process_refuses_start(tmp_path):
+    """A pid file naming a running process stops a second start with a clear error."""
+    config = write_config(tmp_path / "config", {"me": "mx.test", "plugins": ["rcpt_ok"]})
+    pid_file = tmp_path / "qp.pid"
+    pid_file.write_text("%d\n" % os.getpid())
+    result = subprocess.run([sys.executable, str(ROOT / "bin" / "qpsmtpd-server"), "--config-dir", str(config),
+                             "-p", str(free_port()), "--pid-file", str(pid_file)],
+                            capture_output=True, text=True, timeout=20)
+    assert result.returncode != 0
+    assert "still running" in result.stderr
+
+
+def _connects(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
+def test_user_option_drops_privileges_after_binding():
+    """As root, -u nobody binds first, then runs (and loads plugins) as nobody."""
+    nobody = pwd.getpwnam("nobody")
+    base = Path(tempfile.mkdtemp(prefix="qpgevent-user-"))
+    try:
+        base.chmod(0o755)
+        mail = base / "Maildir"
+        mail.mkdir()
+        os.chown(mail, nobody.pw_uid, nobody.pw_gid)
+        config = write_config(base / "config", {"me": "mx.test", "rcpthosts": "example.com",
+                                                "spool_dir": str(mail / "spool"),
+                                                "plugins": ["rcpt_ok", "queue/maildir %s" % mail]})
+        with LiveServer(config, args=["-u", "nobody"], cwd=base) as server:
+            status = Path("/proc/%d/status" % server.process.pid).read_text()
+            uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
+            assert uid_line.split()[1:] == [str(nobody.pw_uid)] * 4
+            with smtplib.SMTP(*server.address, timeout=10) as client:
+                assert client.sendmail("a@b.test", ["u@example.com"], "Subject: x\r\n\r\nbody\r\n") == {}
+            assert len(list((mail / "new").iterdir())) == 1
+    finally:
+        subprocess.run(["rm", "-rf", str(base)])
+
+
+def test_sighup_reloads_plugins_for_new_sessions(live_server, tmp_path):
+    """SIGHUP rereads config/plugins: new sessions see the new plugin list."""
+    server = live_server()
+    with smtplib.SMTP(*server.address, timeout=10) as client:
+        assert client.ehlo("x.test")[0] == 250
+        assert client.docmd("RCPT", "TO:<u@example.com>")[0] == 503  # no MAIL yet: engine alive
+    (tmp_path / "config" / "rcpthosts").write_text("other.test\n")
+    (tmp_path / "config" / "plugins").write_text("relay only 1\nrcpt_ok\n")
+    server.process.send_signal(signal.SIGHUP)
+
+    def refused():
+        with smtplib.SMTP(*server.address, timeout=10) as client:
+            client.ehlo("x.test")
+            client.mail("a@b.test")
+            return client.rcpt("u@other.test")[0] == 550
+    assert wait_for(refused, 10)
+
+
+def test_sighup_with_broken_config_keeps_serving(live_server, tmp_path):
+    """A broken config on SIGHUP is refused (logged) and the old plugins go on serving."""
+    server = live_server()
+    (tmp_path / "config" / "plugins").write_text("no_such_plugin\n")
+    server.process.send_signal(signal.SIGHUP)
+    time.sleep(0.5)
+    with smtplib.SMTP(*server.address, timeout=10) as client:
+        assert client.sendmail("a@b.test", ["u@example.com"], "Subject: x\r\n\r\nbody\r\n") == {}
+    server.stop()
+    assert "reload refused" in server.stderr
