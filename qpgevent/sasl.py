@@ -1,0 +1,126 @@
+"""SASL exchanges for SMTP AUTH (RFC 4954): PLAIN, LOGIN and CRAM-MD5, without I/O.
+
+An exchange takes the client's lines and says what to do next: send a
+``Challenge`` (a ``334`` line), check ``Credentials`` with the auth hooks, or
+send a ``Failure``.
+"""
+import base64
+import binascii
+import hmac
+import os
+import time
+from typing import NamedTuple, Optional, Union
+
+MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5")
+
+
+class Challenge(NamedTuple):
+    text: str  # already base64, or "" for an empty challenge
+
+
+class Credentials(NamedTuple):
+    mechanism: str
+    user: str
+    password: Optional[str]  # clear text (PLAIN, LOGIN)
+    digest: Optional[str]  # hex HMAC-MD5 (CRAM-MD5)
+    ticket: Optional[str]  # the CRAM-MD5 challenge
+
+
+class Failure(NamedTuple):
+    code: int
+    status: str
+    text: str
+
+
+Step = Union[Challenge, Credentials, Failure]
+
+CANCELLED = Failure(501, "5.7.0", "Authentication canceled")
+BAD_BASE64 = Failure(501, "5.5.2", "Cannot decode the response (bad base64)")
+MALFORMED = Failure(535, "5.7.8", "Authentication invalid")
+
+
+def _decode(line: str) -> Optional[str]:
+    try:
+        return base64.b64decode(line.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        return None
+
+
+def _encode(text: str) -> str:
+    return base64.b64encode(text.encode("utf-8")).decode("ascii")
+
+
+class Exchange:
+    """One AUTH command's conversation; ``start`` then ``step`` for each client line."""
+
+    def __init__(self, mechanism: str, me: str) -> None:
+        self.mechanism = mechanism.upper()
+        self.me = me
+        self._user: Optional[str] = None
+        self._ticket: Optional[str] = None
+
+    def start(self, initial: Optional[str]) -> Step:
+        """The step after ``AUTH <mech> [initial-response]``."""
+        if self.mechanism == "CRAM-MD5":
+            if initial is not None:
+                return Failure(501, "5.5.2", "CRAM-MD5 takes no initial response")
+            self._ticket = "<%x.%x@%s>" % (int.from_bytes(os.urandom(8), "big"), int(time.time()), self.me)
+            return Challenge(_encode(self._ticket))
+        if initial is None:
+            return Challenge("" if self.mechanism == "PLAIN" else _encode("Username:"))
+        return self.step(initial)
+
+    def step(self, line: str) -> Step:
+        """The step after a client response line."""
+        if line.strip() == "*":
+            return CANCELLED
+        if self.mechanism == "PLAIN":
+            return self._plain(line)
+        if self.mechanism == "LOGIN":
+            return self._login(line)
+        return self._cram(line)
+
+    def _plain(self, line: str) -> Step:
+        if line.strip() == "=":
+            line = ""
+        decoded = _decode(line)
+        if decoded is None:
+            return BAD_BASE64
+        parts = decoded.split("\0")
+        if len(parts) != 3 or not parts[1]:
+            return MALFORMED
+        authzid, user, password = parts
+        if authzid and authzid != user:
+            return Failure(535, "5.7.8", "Authentication invalid for %s" % user)
+        return Credentials("PLAIN", user, password, None, None)
+
+    def _login(self, line: str) -> Step:
+        decoded = _decode(line)
+        if decoded is None:
+            return BAD_BASE64
+        if self._user is None:
+            if not decoded:
+                return MALFORMED
+            self._user = decoded
+            return Challenge(_encode("Password:"))
+        return Credentials("LOGIN", self._user, decoded, None, None)
+
+    def _cram(self, line: str) -> Step:
+        decoded = _decode(line)
+        if decoded is None:
+            return BAD_BASE64
+        user, _, digest = decoded.rpartition(" ")
+        if not user or len(digest) != 32:
+            return Failure(504, "5.5.4", "Invalid authentication string")
+        return Credentials("CRAM-MD5", user, None, digest.lower(), self._ticket)
+
+
+def check_password(stored_clear: Optional[str], credentials: Credentials) -> bool:
+    """True if ``credentials`` prove knowledge of ``stored_clear`` (clear text or CRAM-MD5)."""
+    if stored_clear is None:
+        return False
+    if credentials.digest is not None:
+        expected = hmac.new(stored_clear.encode("utf-8"), (credentials.ticket or "").encode("utf-8"), "md5").hexdigest()
+        return hmac.compare_digest(expected, credentials.digest)
+    return credentials.password is not None and hmac.compare_digest(
+        stored_clear.encode("utf-8"), credentials.password.encode("utf-8"))
