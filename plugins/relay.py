@@ -10,8 +10,10 @@ Arguments::
 Config files:
   ``relayclients``    addresses allowed to relay, one a line: an IP (``192.0.2.7``,
                       ``2001:db8::7``), a network in CIDR form (``192.0.2.0/24``,
-                      ``2001:db8::/32``) or a qmail-style prefix ending in a dot
-                      (``192.168.``)
+                      ``2001:db8::/32``) or a qmail-style prefix of whole octets
+                      ending in a dot (``192.168.``) or of whole IPv6 groups ending
+                      in a colon (``fdda:b13d:``); text after the first word is a
+                      comment, an entry of none of these forms is ignored
   ``norelayclients``  the same forms; a match here wins over ``relayclients``
 
 A ``RELAYCLIENT`` variable in the session environment (tcpserver's rules
@@ -19,6 +21,7 @@ file) also grants relaying.  The result is ``connection.relay_client``, which
 ``rcpt_ok`` and other plugins read.
 """
 import ipaddress
+from functools import lru_cache
 
 from qpgevent import DECLINED, DENY, LOGINFO
 
@@ -45,17 +48,30 @@ def matches(ip, entries):
     except ValueError:
         return False
     for entry in entries:
-        entry = entry.split()[0]
-        if entry.endswith((".", ":")) and "/" not in entry:
-            if ip.startswith(entry):
-                return True
-            continue
-        try:
-            if address in ipaddress.ip_network(entry, strict=False):
-                return True
-        except ValueError:
-            continue
+        network = entry_network(entry.split()[0])
+        if network is not None and address in network:
+            return True
     return False
+
+
+@lru_cache(maxsize=4096)
+def entry_network(entry):
+    """The network an entry stands for; a prefix ``10.1.`` or ``fdda:b13d:`` is a /16 or a /32.
+
+    Prefixes become networks rather than string prefixes so that an IPv6
+    client matches however its address happens to be written (``::``
+    compression, upper case).  An entry that is none of the forms is None.
+    """
+    try:
+        if entry.endswith(".") and "/" not in entry:
+            octets = entry[:-1].split(".")
+            return ipaddress.ip_network("%s/%d" % (".".join(octets + ["0"] * (4 - len(octets))), 8 * len(octets)))
+        if entry.endswith(":") and "/" not in entry and "::" not in entry:
+            groups = entry[:-1].split(":")
+            return ipaddress.ip_network("%s::/%d" % (":".join(groups), 16 * len(groups)))
+        return ipaddress.ip_network(entry, strict=False)
+    except ValueError:
+        return None
 
 
 def hook_connect(self, transaction):

@@ -1,4 +1,5 @@
 """RFC 5321 paths: ``<local@domain>``, ``<>`` and ``<postmaster>``."""
+import ipaddress
 import re
 from typing import Optional
 
@@ -10,7 +11,7 @@ _QUOTED = re.compile(r'"((?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\[\x20-\x7e])*)"\Z')
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _DOMAIN = re.compile(r"%s(?:\.%s)*\.?\Z" % (_LABEL, _LABEL))
 _IPV4_LITERAL = re.compile(r"\[(?:25[0-5]|2[0-4]\d|1?\d?\d)(?:\.(?:25[0-5]|2[0-4]\d|1?\d?\d)){3}\]\Z")
-_IPV6_LITERAL = re.compile(r"\[IPv6:[0-9A-Fa-f:.]{2,45}\]\Z", re.IGNORECASE)
+_IPV6_LITERAL = re.compile(r"\[IPv6:([0-9A-Fa-f:.]{2,45})\]\Z", re.IGNORECASE)
 _SOURCE_ROUTE = re.compile(r"@[^,:]+(?:,@[^,:]+)*:")
 _NEEDS_QUOTING = re.compile(r"[^%s.]" % _ATEXT)
 _UTF8_DOMAIN_LABEL = re.compile(r"[^\x00-\x2c\x2e\x2f\x3a-\x40\x5b-\x60\x7b-\x7f]+\Z")
@@ -20,9 +21,21 @@ class AddressError(ValueError):
     """A path that does not parse."""
 
 
+def _valid_ipv6(literal: str) -> bool:
+    # The shape regex admits ":::::::"; only a real parse knows the groups.
+    try:
+        ipaddress.IPv6Address(literal)
+    except ValueError:
+        return False
+    return True
+
+
 def _valid_domain(domain: str, utf8: bool) -> bool:
-    if _DOMAIN.match(domain) or _IPV4_LITERAL.match(domain) or _IPV6_LITERAL.match(domain):
+    if _DOMAIN.match(domain) or _IPV4_LITERAL.match(domain):
         return True
+    ipv6 = _IPV6_LITERAL.match(domain)
+    if ipv6:
+        return _valid_ipv6(ipv6.group(1))
     if not utf8 or domain.isascii():
         return False
     # RFC 6531: U-labels are allowed; check shape, not IDNA tables.
@@ -36,7 +49,8 @@ def _valid_local(local: str, utf8: bool) -> Optional[str]:
         return local
     quoted = _QUOTED.match(local)
     if quoted:
-        return re.sub(r"\\(.)", r"\1", quoted.group(1))
+        # ``""@host`` would otherwise become the null path (no user).
+        return re.sub(r"\\(.)", r"\1", quoted.group(1)) or None
     if utf8 and not local.isascii() and local.isprintable() and not re.search(r'[\s"\\(),:;<>@\[\]]', local):
         return local
     return None

@@ -35,12 +35,29 @@ def config_dirs(config_dir: Union[str, Path, None] = None) -> List[Path]:
     return dirs
 
 
+def _stamp(path: Path) -> tuple:
+    """What changes when a file is edited (mtime, size) or a directory gains or loses a file (its names)."""
+    if path.is_dir():
+        return tuple(sorted(p.name for p in path.iterdir()))
+    stat = path.stat()
+    return stat.st_mtime_ns, stat.st_size
+
+
+def _unchanged(depends: Sequence[tuple]) -> bool:
+    """True if every included file and directory still has the stamp it had when read."""
+    try:
+        return all(_stamp(path) == stamp for path, stamp in depends)
+    except OSError:
+        return False
+
+
 class Config:
-    """Reads config files by name, caching each by path, mtime and size."""
+    """Reads config files by name, caching each until it or a file it includes changes."""
 
     def __init__(self, config_dir: Union[str, Path, None] = None) -> None:
         self.dirs = config_dirs(config_dir)
-        self._cache: Dict[Path, Tuple[Tuple[int, int], List[Entry]]] = {}
+        # path -> ([(path, stamp) of the file and of everything it includes], values)
+        self._cache: Dict[Path, Tuple[List[tuple], List[Entry]]] = {}
         self._resolved: Dict[str, Tuple[float, Optional[Path], List[Entry]]] = {}
 
     @property
@@ -94,34 +111,42 @@ class Config:
         if path in seen:
             raise ConfigError("circular $include of %s" % path, str(seen[-1]))
         try:
-            stat = path.stat()
-            stamp = (stat.st_mtime_ns, stat.st_size)
+            stamp = _stamp(path)
             cached = self._cache.get(path)
-            if cached and cached[0] == stamp:
+            if cached and cached[0][0] == (path, stamp) and _unchanged(cached[0][1:]):
                 return cached[1]
             raw = path.read_text(encoding="utf-8", errors="replace")
         except OSError as exc:
             raise ConfigError("cannot read: %s" % exc.strerror, str(path)) from None
         values: List[Entry] = []
+        depends = [(path, stamp)]
         for number, line in enumerate(raw.splitlines(), 1):
             line = line.strip()
             if not line or line.startswith("#"):
                 continue
             if line.startswith("$include"):
-                values.extend(self._include(path, number, line[len("$include"):].strip(), [*seen, path]))
+                target = line[len("$include"):].strip()
+                values.extend(self._include(path, number, target, [*seen, path], depends))
             else:
                 values.append(Entry(line, str(path), number))
-        self._cache[path] = (stamp, values)
+        self._cache[path] = (depends, values)
         return values
 
-    def _include(self, path: Path, number: int, target: str, seen: List[Path]) -> List[Entry]:
+    def _include(self, path: Path, number: int, target: str, seen: List[Path], depends: list) -> List[Entry]:
+        """The values of an included file or directory; what they came from is added to ``depends``."""
         included = Path(target) if os.path.isabs(target) else (self.path(target) or path.parent / target)
         if included.is_dir():
+            depends.append((included, _stamp(included)))
             files = sorted(p for p in included.iterdir() if p.is_file() and not p.name.startswith("."))
-            return [value for p in files for value in self._read(p, seen)]
-        if not included.is_file():
+        elif included.is_file():
+            files = [included]
+        else:
             raise ConfigError("$include %s: no such file; fix the path or remove the line" % target, str(path), number)
-        return self._read(included, seen)
+        values = []
+        for file in files:
+            values.extend(self._read(file, seen))
+            depends.extend(self._cache[file][0])
+        return values
 
     def ini(self, name: str, spec: Union[str, Sequence[str], None] = None):
         """``<name>.ini`` as a configobj, validated against ``spec`` (configobj configspec lines)."""

@@ -87,22 +87,30 @@ class DataReceiver:
             line = self._clean(raw)
             if line is None:
                 return len(buf)
-            if line == b"\n" or not _HEADER_LINE.match(line) or self.header_bytes > MAX_HEADER_BYTES:
+            if line == b"\n" or not self._is_header_line(line) or self.header_bytes > MAX_HEADER_BYTES:
                 self._after_crlf = after_crlf
                 self._finish_header()
+                if line != b"\n" and not self.rejected:
+                    # No blank line after the headers: add one, or a queue writing
+                    # header + body would turn the first body line into a broken header.
+                    self.transaction.body_write(b"\n")
                 return start  # the line is read again as the first body line
             self.header_lines.append(line)
             self.header_bytes += len(line)
             self._store(line)
             start = newline + 1
 
+    def _is_header_line(self, line: bytes) -> bool:
+        """``Name:`` or, after one, a folded continuation (a leading one would be dropped by the parser)."""
+        return bool(_HEADER_LINE.match(line)) and (bool(self.header_lines) or line[:1] not in b" \t")
+
     def _clean(self, raw: bytes):
         """Check and convert complete raw lines: CRLF to LF, dots unstuffed; None if refused."""
         crlf = raw.count(b"\r\n")
-        if crlf != raw.count(b"\n") or crlf != raw.count(b"\r"):
-            if not self.normalize:
-                self.bare_newline = self.done = True
-                return None
+        bare = crlf != raw.count(b"\n") or crlf != raw.count(b"\r")
+        if bare and not self.normalize:
+            self.bare_newline = self.done = True
+            return None
         if self._long_line is not None and self._long_line.search(raw):
             self.line_too_long = True
         # RFC 5321 4.5.2: drop the first dot of every line that starts with one.
@@ -110,8 +118,10 @@ class DataReceiver:
             raw = raw[1:]
         raw = raw.replace(b"\r\n.", b"\r\n")
         self._after_crlf = raw.endswith(b"\r\n")
-        if crlf == raw.count(b"\n") or not self.normalize:
+        if not bare:
             return raw.replace(b"\r\n", b"\n")
+        # A bare CR kept in the spool would reach the next hop as CR, where it
+        # might end a line (and the data: ``\r.\r\n``); store it as a line break.
         return _ANY_NEWLINE.sub(b"\n", raw)
 
     def _partial(self, buf: bytearray, start: int) -> int:

@@ -1,7 +1,18 @@
 """The header block of a message: raw values, order kept, names case-insensitive."""
-from email.parser import HeaderParser
-from email.policy import compat32
+import re
 from typing import Iterator, List, Optional, Tuple
+
+_FIELD = re.compile(r"([!-9;-~]+):([ \t]*)(.*)\Z", re.DOTALL)
+
+
+class ParsedValue(str):
+    """A value as received; ``lead`` is the whitespace that followed the colon.
+
+    Writing it back with that whitespace keeps the header byte-for-byte as
+    received, which DKIM ``simple`` canonicalization depends on.
+    """
+
+    lead = " "
 
 
 class Header:
@@ -12,9 +23,19 @@ class Header:
 
     @classmethod
     def parse(cls, text: str) -> "Header":
-        """Parse a header block (LF or CRLF line endings) with the ``email`` package, compat32 policy."""
-        message = HeaderParser(policy=compat32).parsestr(text, headersonly=True)
-        return cls([(name, str(value)) for name, value in message.raw_items()])
+        """Parse a header block (LF or CRLF line endings); lines that are neither ``Name:`` nor folded are dropped."""
+        fields: List[Tuple[str, str]] = []
+        leads: List[str] = []
+        for line in text.replace("\r\n", "\n").split("\n"):
+            if line[:1] in (" ", "\t"):
+                if fields:
+                    fields[-1] = (fields[-1][0], fields[-1][1] + "\n" + line)
+                continue
+            found = _FIELD.match(line)
+            if found:
+                fields.append((found.group(1), found.group(3)))
+                leads.append(found.group(2))
+        return cls([(name, _parsed(value, lead)) for (name, value), lead in zip(fields, leads)])
 
     def get(self, name: str, index: int = 0) -> Optional[str]:
         """Value of the ``index``-th field called ``name``, or None."""
@@ -69,7 +90,8 @@ class Header:
 
     def as_string(self) -> str:
         """The header block with LF line endings (no blank separator line)."""
-        return "".join("%s: %s\n" % (name, value.replace("\r\n", "\n")) for name, value in self.fields)
+        return "".join("%s:%s%s\n" % (name, getattr(value, "lead", " "), value.replace("\r\n", "\n"))
+                       for name, value in self.fields)
 
     def as_bytes(self) -> bytes:
         return self.as_string().encode("utf-8", "surrogateescape")
@@ -82,3 +104,9 @@ class Header:
 
     def __contains__(self, name: str) -> bool:
         return self.count(name) > 0
+
+
+def _parsed(value: str, lead: str) -> ParsedValue:
+    parsed = ParsedValue(value)
+    parsed.lead = lead
+    return parsed

@@ -99,6 +99,7 @@ REGISTRY = {name: value for name, value in globals().items() if isinstance(value
 
 _STATUS_AT_START = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?: |$)")
 _QPSMTPD_DSN = re.compile(r"\(#([245])\.(\d{1,3})\.(\d{1,3})\)")
+_CLASS_AT_START = re.compile(r"^[245](?=\.\d{1,3}\.\d{1,3}(?: |$))")
 
 
 def status_for(code: int, default: Optional[str], lines: Sequence[str]) -> Optional[str]:
@@ -115,6 +116,17 @@ def status_for(code: int, default: Optional[str], lines: Sequence[str]) -> Optio
     found = _QPSMTPD_DSN.search(first)
     subject_detail = "%s.%s" % found.group(2, 3) if found else default.split(".", 1)[1]
     return "%d.%s" % (code // 100, subject_detail)
+
+
+def match_class(code: int, lines: Sequence[str]) -> list:
+    """``lines`` with each leading enhanced status given the reply code's class.
+
+    A plugin that writes ``5.7.1 greylisted`` and returns DENYSOFT must not
+    send ``450 5.7.1``: clients trust the status class (RFC 3463 3.1).
+    """
+    if code // 100 not in (2, 4, 5):
+        return list(lines)
+    return [_CLASS_AT_START.sub(str(code // 100), line) for line in lines]
 
 
 def format_reply(code: int, status: Optional[str], lines: Sequence[str]) -> bytes:

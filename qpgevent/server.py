@@ -236,6 +236,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if options.pid_file:
             check_pid_file(options.pid_file)
         if options.user:
+            gevent.get_hub().threadpool  # imported lazily; the new user may not be able to read it
             drop_privileges(options.user)
         server.smtpd = Smtpd(options.config_dir)
     except ConfigError as exc:

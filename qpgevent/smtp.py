@@ -19,7 +19,7 @@ from .constants import (DECLINED, DENY, DENY_DISCONNECT, DENYSOFT, DENYSOFT_DISC
                         LOGERROR, LOGINFO, OK)
 from .data import DataReceiver
 from .hooks import HookResult, PluginFailure
-from .replies import Reply, format_reply, split_lines, status_for
+from .replies import Reply, format_reply, match_class, split_lines, status_for
 from .transaction import Transaction
 
 MAX_COMMAND_LINE = 512  # RFC 5321 4.5.3.1.4, CRLF included
@@ -174,7 +174,7 @@ class Session:
 
         ``status`` is the enhanced status code; by default ``X.0.0`` (none for 220).
         """
-        text_lines = split_lines(lines) or [""]
+        text_lines = match_class(code, split_lines(lines) or [""])
         if status == "default":
             status = None if code == 220 or code // 100 not in (2, 4, 5) else "%d.0.0" % (code // 100)
             status = status_for(code, status, text_lines)
@@ -264,14 +264,17 @@ class Session:
 
     # -- command dispatch ---------------------------------------------------------
     def _line_too_long(self) -> None:
-        self.reply(R.LINE_TOO_LONG)
+        if not self._skip_line:  # one reply per line, however many reads it takes to arrive
+            self.reply(R.LINE_TOO_LONG)
         self._skip_line = True
 
     def _command_line(self, raw: bytes) -> None:
         if not raw.endswith(b"\r\n") or b"\r" in raw[:-2]:
             if self.smtpd.bare_newline != "normalize" or b"\r" in raw.rstrip(b"\r\n"):
+                # 521 says we hang up (as Postfix does); going on would leave the
+                # client guessing where its next command starts.
                 self.reply(R.BARE_NEWLINE, where="a command")
-                return
+                raise Disconnect
         body = raw.rstrip(b"\r\n")
         limit = MAX_AUTH_LINE if body[:5].upper() == b"AUTH " else MAX_COMMAND_LINE
         if len(body) + 2 > limit:
@@ -577,6 +580,9 @@ class Session:
         result = self.run_hooks("data_post")
         rc = result.rc
         if rc == DONE:
+            # The plugin answered, but the end of DATA still ends the transaction
+            # (RFC 5321 4.1.1.4): kept, it would make the next MAIL a nested one.
+            self.reset_transaction()
             return
         if self._refused(result, R.DATA_POST_DENY, R.DATA_POST_DENYSOFT, R.DATA_POST_DENY, R.DATA_POST_DENYSOFT):
             self.reset_transaction()
@@ -600,6 +606,7 @@ class Session:
     def _queue(self) -> None:
         result = self.run_hooks("queue_pre")
         if result.rc == DONE:
+            self.reset_transaction()  # as for data_post DONE: the transaction is over
             return
         if result.rc not in (OK, DECLINED, 0):
             self.log(LOGERROR, "queue_pre plugin %s returned %s" % (result.plugin, result.rc))

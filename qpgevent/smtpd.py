@@ -30,6 +30,21 @@ def _positive_int(config: Config, name: str, default: int) -> int:
     return number
 
 
+def _seconds(config: Config, name: str, default: float) -> float:
+    value = config.get(name)
+    if value is None:
+        return default
+    try:
+        number = float(value)
+        if not number >= 0:  # also refuses nan
+            raise ValueError
+    except ValueError:
+        entry = config.entries(name)[0]
+        raise ConfigError("%s must be a number of seconds (0 for none), not %r" % (name, value), entry.path,
+                          entry.line) from None
+    return number
+
+
 class Smtpd:
     """Everything a session needs that is the same for all sessions.
 
@@ -41,7 +56,7 @@ class Smtpd:
                  load: bool = True) -> None:
         self.config = Config(config_dir)
         self.version = VERSION
-        self.plugin_timeout = float(self.config.get("plugin_timeout", "30"))
+        self.plugin_timeout = _seconds(self.config, "plugin_timeout", 30.0)
         self.registry = HookRegistry(self.plugin_timeout)
         self.plugins: List[Plugin] = []
         self.spool_dir = self.config.get("spool_dir") or os.path.join(tempfile.gettempdir(), "qpgevent-spool-%d" % os.getuid())

@@ -15,6 +15,10 @@ class SocketTransport:
     def write(self, data: bytes) -> None:
         self.socket.sendall(data)
 
+    def start_tls(self, context, timeout: float) -> None:
+        """Turn the connection into TLS (server side); raises OSError/ssl.SSLError on failure."""
+        self.socket = handshake(self.socket, context, timeout)
+
     def recv(self, size: int, timeout: Optional[float]) -> bytes:
         """Bytes from the client; b"" at its EOF; TimeoutError after ``timeout`` seconds of silence."""
         self.socket.settimeout(timeout)
@@ -31,24 +35,48 @@ class SocketTransport:
         self.socket.close()
 
 
+def handshake(sock: _socket.socket, context, timeout: float) -> _socket.socket:
+    """The TLS-wrapped socket after a server-side handshake bounded by ``timeout`` seconds."""
+    sock.settimeout(timeout)
+    wrapped = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+    try:
+        wrapped.do_handshake()
+    except _socket.timeout:
+        raise TimeoutError("TLS handshake not finished within %s s" % timeout) from None
+    return wrapped
+
+
 class StdioTransport:
     """inetd / tcpserver: the client is on file descriptors 0 and 1."""
 
     def __init__(self, read_fd: int = 0, write_fd: int = 1) -> None:
         self.read_fd = read_fd
         self.write_fd = write_fd
+        self.tls: Optional[_socket.socket] = None
         try:
             self.socket: Optional[_socket.socket] = _socket.socket(fileno=os.dup(read_fd))
+            self.socket.getsockname()
         except OSError:
             self.socket = None  # a pipe or a terminal, not a socket
 
+    def start_tls(self, context, timeout: float) -> None:
+        """TLS over the inetd socket; impossible on pipes."""
+        if self.socket is None:
+            raise OSError("standard input is not a socket: TLS is not possible")
+        self.tls = self.socket = handshake(self.socket, context, timeout)
+
     def write(self, data: bytes) -> None:
+        if self.tls is not None:
+            self.tls.sendall(data)
+            return
         view = memoryview(data)
         while view:
             written = os.write(self.write_fd, view)
             view = view[written:]
 
     def recv(self, size: int, timeout: Optional[float]) -> bytes:
+        if self.tls is not None:
+            return SocketTransport.recv(self, size, timeout)
         readable, _, _ = _select.select([self.read_fd], [], [], timeout)
         if not readable:
             raise TimeoutError
@@ -77,6 +105,9 @@ class MemoryTransport:
         if self.closed:
             raise BrokenPipeError("transport closed")
         self.written += data
+
+    def start_tls(self, context, timeout: float) -> None:
+        raise OSError("an in-memory session cannot do TLS")
 
     def take(self) -> bytes:
         data = bytes(self.written)

@@ -2,41 +2,114 @@
 
 Arguments (as in qpsmtpd)::
 
-    queue/maildir [PATH]
+    queue/maildir [PATH [SUBDIR [MODE]]]
 
-``PATH`` is the maildir (default ``./Maildir``, relative to the working
-directory); ``%d``, ``%u`` and ``%l`` in it expand per recipient to the domain,
-the user and the whole address (lower case), giving one delivery per maildir.
-Relative paths are taken from the directory the server was started in.
+``PATH`` is the maildir (default ``./Maildir``); relative paths are taken from
+the directory the server was started in.  ``SUBDIR`` makes one maildir per
+recipient under ``PATH``: in it (or in ``PATH`` itself) ``%l`` stands for the
+local part, ``%d`` for the domain and ``%u`` for the whole address
+``local@domain``, all in lower case; a recipient without a domain
+(``<postmaster>``) gets the ``me`` host name.  Each distinct maildir receives
+one copy, however many of the recipients map to it::
 
-Delivery follows the Maildir protocol and makes it crash-safe: the message
-is written to ``tmp/``, fsync'd, renamed into ``new/``, and the ``new/``
-directory is fsync'd, all before the client hears 250.  Any failure removes the
-file from ``tmp/`` and answers 451, so nothing half-written ever sits in
-``new/``.  A ``Return-Path`` and a ``Delivered-To`` header are added.
+    queue/maildir /var/spool/mail %d/%l       # /var/spool/mail/example.com/user
+    queue/maildir /var/spool/mail/%u          # the same thing, one argument
 
-Config files: none.
+``MODE`` is the octal permission of the directories the plugin creates
+(default ``700``); files get the same without execute bits (``770`` gives
+group-writable directories and ``0660`` files).
+
+Before substitution every character of the address outside
+``-A-Za-z0-9+_.,@=`` becomes ``_``, as in qpsmtpd, and a leading dot becomes
+``_`` too: a recipient such as ``<"../../x"@example.com>`` cannot leave
+``PATH`` nor create a hidden Maildir++ folder.
+
+Delivery follows the Maildir protocol and is all or nothing: every copy is
+written to ``tmp/`` and fsync'd, then renamed into ``new/``, and each ``new/``
+directory is fsync'd, all before the client hears ``250 Queued! <file>``.  Any
+failure removes every file this delivery made, in ``tmp/`` and in ``new/``,
+and answers ``451 4.3.0``, so the client's retry cannot duplicate a copy.
+The fsync calls run in gevent's thread pool: a slow disk delays this session
+only, never the others.
+Each file starts with ``Return-Path`` and one ``Delivered-To`` per recipient
+of that maildir; the message follows byte for byte, with LF line ends.
+
+Config files: ``me`` (for recipients without a domain).
 """
 import os
+import re
 import socket
 import time
 
+import gevent
+
 from qpgevent import DECLINED, LOGERROR, LOGINFO, OK
 
+_UNSAFE = re.compile(r"[^-A-Za-z0-9+_.,@=]")
+_MODE = re.compile(r"[0-7]{3}\Z")
 _sequence = [0]
 
 
-def register(self, qp, path="./Maildir", *extra):
+def register(self, qp, path="./Maildir", subdir=None, mode="700", *extra):
     if extra:
-        raise ValueError("takes one argument, the maildir path (got %d)" % (1 + len(extra)))
-    self.maildir_template = os.path.abspath(path) if "%" not in path else path
-    if "%" not in path:
-        make_maildir(self.maildir_template)
+        raise ValueError("takes at most three arguments, PATH [SUBDIR [MODE]] (got %d)" % (3 + len(extra)))
+    if subdir is not None and not re.search("%[ldu]", subdir):
+        raise ValueError("SUBDIR %r has no %%l, %%d or %%u; write e.g. '%%d/%%l'" % subdir)
+    if not _MODE.match(mode):
+        raise ValueError("MODE %r is not three octal digits; write e.g. 700 or 770" % mode)
+    self.dir_mode = int(mode, 8)
+    self.file_mode = self.dir_mode & 0o666
+    self.maildir_template = os.path.abspath(os.path.join(path, subdir) if subdir else path)
+    self.per_recipient = re.search("%[ldu]", self.maildir_template) is not None
+    if not self.per_recipient:
+        make_maildir(self, self.maildir_template)
 
 
-def make_maildir(path):
+def make_maildir(self, path):
+    """Create the maildir and any missing parents with the configured mode, whatever the umask."""
+    missing = []
+    parent = path
+    while not os.path.isdir(parent):
+        missing.append(parent)
+        parent = os.path.dirname(parent)
+    for directory in reversed(missing):
+        _make_dir(self, directory)
     for sub in ("tmp", "new", "cur"):
-        os.makedirs(os.path.join(path, sub), mode=0o700, exist_ok=True)
+        directory = os.path.join(path, sub)
+        if not os.path.isdir(directory):
+            _make_dir(self, directory)
+
+
+def _make_dir(self, directory):
+    try:
+        os.mkdir(directory, self.dir_mode)
+    except FileExistsError:
+        if not os.path.isdir(directory):
+            raise
+        return
+    os.chmod(directory, self.dir_mode)
+
+
+def safe_part(text):
+    """An address part fit to be one path component: no slash, no leading dot."""
+    text = _UNSAFE.sub("_", text.lower())
+    return "_" + text[1:] if text.startswith(".") else text
+
+
+def maildirs_for(self, transaction):
+    """{maildir: [recipient addresses]} in recipient order, each address once."""
+    targets = {}
+    for recipient in transaction.recipients:
+        path = self.maildir_template
+        if self.per_recipient:
+            local = safe_part(recipient.user or "")
+            domain = safe_part(recipient.host or self.qp.me or "localhost")
+            parts = {"l": local, "d": domain, "u": "%s@%s" % (local, domain)}
+            path = re.sub("%([ldu])", lambda m: parts[m.group(1)], path)
+        addresses = targets.setdefault(path, [])
+        if recipient.address not in addresses:
+            addresses.append(recipient.address)
+    return targets
 
 
 def unique_name():
@@ -46,57 +119,76 @@ def unique_name():
                                 socket.gethostname().replace("/", "\\057").replace(":", "\\072"))
 
 
-def maildirs_for(self, transaction):
-    """The maildir of each recipient (one entry when the path has no % template)."""
-    template = self.maildir_template
-    if "%" not in template:
-        return {template: [str(r.address) for r in transaction.recipients]}
-    targets = {}
-    for recipient in transaction.recipients:
-        path = (template.replace("%l", recipient.address.lower()).replace("%d", (recipient.host or "").lower())
-                .replace("%u", (recipient.user or "").lower()))
-        if "/.." in "/" + path or "\0" in path:
-            raise ValueError("recipient %s gives an unsafe maildir path" % recipient)
-        targets.setdefault(os.path.abspath(path), []).append(recipient.address)
-    return targets
+def _fsync_result(fd):
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        return exc
+    return None
 
 
-def deliver(self, transaction, maildir, recipients):
-    make_maildir(maildir)
+def fsync(fd):
+    """fsync in a worker thread: a slow disk then stalls this session only, not every session."""
+    error = gevent.get_hub().threadpool.apply(_fsync_result, (fd,))
+    if error is not None:
+        raise error
+
+
+def write_tmp(self, transaction, maildir, addresses, made):
+    """Write one copy into ``maildir/tmp`` and fsync it; its paths go into ``made`` first."""
+    make_maildir(self, maildir)
     name = unique_name()
     tmp_path = os.path.join(maildir, "tmp", name)
     new_path = os.path.join(maildir, "new", name)
-    head = "Return-Path: %s\nDelivered-To: %s\n" % (transaction.sender.format(), ", ".join(recipients))
-    fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(head.encode("utf-8", "surrogateescape"))
-            for block in transaction.message_blocks():
-                handle.write(block)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.rename(tmp_path, new_path)
-    except BaseException:
-        try:
-            os.unlink(tmp_path)
-        except OSError:
-            pass
-        raise
-    directory = os.open(os.path.join(maildir, "new"), os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self.file_mode)
+    made.append((tmp_path, new_path))
+    with os.fdopen(fd, "wb") as handle:
+        os.fchmod(fd, self.file_mode)  # the umask may have taken bits away
+        head = "Return-Path: %s\n" % transaction.sender.format()
+        head += "".join("Delivered-To: %s\n" % address for address in addresses)
+        handle.write(head.encode("utf-8", "surrogateescape"))
+        for block in transaction.message_blocks():
+            handle.write(block)
+        handle.flush()
+        fsync(handle.fileno())
     return name
 
 
+def publish(made):
+    """Rename every copy into ``new/``, then make the renames durable."""
+    for tmp_path, new_path in made:
+        os.rename(tmp_path, new_path)
+    for directory in sorted({os.path.dirname(new_path) for _, new_path in made}):
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def remove_all(self, made):
+    for paths in made:
+        for path in paths:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                self.log(LOGERROR, "error, cannot remove %s after a failed delivery: %s" % (path, exc))
+
+
 def hook_queue(self, transaction):
-    names = []
+    made, names = [], []
     try:
-        for maildir, recipients in maildirs_for(self, transaction).items():
-            names.append(deliver(self, transaction, maildir, recipients))
-    except (OSError, ValueError) as exc:
-        self.log(LOGERROR, "fail, maildir delivery: %s" % exc)
+        for maildir, addresses in maildirs_for(self, transaction).items():
+            names.append(write_tmp(self, transaction, maildir, addresses, made))
+        publish(made)
+    except BaseException as exc:
+        remove_all(self, made)
+        if not isinstance(exc, Exception):
+            raise  # the plugin timeout: the core answers it
+        self.log(LOGERROR, "fail, maildir delivery: %s: %s" % (type(exc).__name__, exc))
         return DECLINED, "Queuing failed, try again later"
     self.log(LOGINFO, "pass, queued as %s" % ", ".join(names))
-    return OK, "Queued! %s" % names[0]
+    more = " and %d more" % (len(names) - 1) if len(names) > 1 else ""
+    return OK, "Queued! %s%s" % (names[0], more)

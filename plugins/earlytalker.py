@@ -1,0 +1,115 @@
+"""earlytalker: catch clients that talk before the SMTP greeting.
+
+RFC 5321 3.1 has the client wait for the 220 greeting.  Much spam software
+does not: it pipelines the whole conversation at once.  This plugin holds the
+greeting back and watches the client's socket; a client that sends anything
+in that time is an early talker.
+
+Arguments (qpsmtpd's, as pairs)::
+
+    earlytalker [wait SECONDS] [reject 1|0|naughty] [reject_type perm|temp|disconnect|temp_disconnect]
+                [check-at CONNECT|DATA] [defer-reject 0|1] [loglevel N]
+
+``wait SECONDS``
+    How long to hold the greeting back (default 1; fractions allowed).  Keep
+    it short: some MTAs give up on a greeting after 30 seconds or less.
+``reject 1`` (default)
+    Refuse an early talker: ``550 5.7.1 Connecting host started transmitting
+    before SMTP greeting`` and disconnect (``reject_type temp``: ``450 4.7.1``).
+``reject 0``
+    Let it in; only log it and set the connection note ``earlytalker``.
+``reject naughty``
+    Let it in and leave the rejection to the ``naughty`` plugin.
+``check-at CONNECT|DATA``
+    When to watch; may be given twice for both (default CONNECT).  At DATA
+    the 354 is held back the same way and an early talker gets ``554 5.7.1
+    Client started transmitting before the DATA go-ahead`` (the transaction
+    is reset; qpsmtpd reused the greeting text here).
+``defer-reject 1``
+    Greet an early talker anyway but refuse its every MAIL command, so the
+    refusal lands where the client logs it.
+
+Every early talker loses a point of the connection note ``karma``.  Relay
+clients are never checked (list ``relay`` first).  A session without a
+socket (in-memory tests, inetd on a pipe) is let through unchecked.
+
+The wait is ``select.select`` on the client socket; under gevent it holds up
+only this session.  At DATA only bytes still in the socket count: a client
+that put the message in the same packet as its DATA command is not caught
+there (the core has already read those bytes).
+
+Config files: none.
+"""
+import select
+
+from qpgevent import DECLINED, LOGINFO
+
+_CHECK_POINTS = ("CONNECT", "DATA")
+_MESSAGE = "Connecting host started transmitting before SMTP greeting"
+_DATA_MESSAGE = "Client started transmitting before the DATA go-ahead"
+
+
+def register(self, qp, *args):
+    if len(args) % 2:
+        raise ValueError("arguments come in pairs, e.g. 'wait 1 reject 0'")
+    pairs = list(zip(args[::2], args[1::2]))
+    known = {"wait", "reject", "reject_type", "check-at", "defer-reject", "loglevel"}
+    unknown = [key for key, _ in pairs if key not in known]
+    if unknown:
+        raise ValueError("unknown argument %r; known ones are %s" % (unknown[0], ", ".join(sorted(known))))
+    options = dict(pairs)
+    try:
+        self.wait = float(options.get("wait", "1"))
+        if self.wait < 0:
+            raise ValueError
+    except ValueError:
+        raise ValueError("wait takes a number of seconds, e.g. 'wait 1', not %r" % options["wait"]) from None
+    if qp.plugin_timeout and self.wait >= qp.plugin_timeout:
+        raise ValueError("wait %s would outlast plugin_timeout (%ss); wait less or raise plugin_timeout"
+                         % (options["wait"], qp.plugin_timeout))
+    if self.reject not in (None, "0", "1", "naughty"):
+        raise ValueError("reject takes 1, 0 or naughty, not %r" % self.reject)
+    if self.reject_type not in (None, "perm", "hard", "temp", "soft", "disconnect", "temp_disconnect"):
+        raise ValueError("reject_type takes perm, temp, disconnect or temp_disconnect, not %r" % self.reject_type)
+    self.check_at = {value.upper() for key, value in pairs if key == "check-at"} or {"CONNECT"}
+    bad = self.check_at.difference(_CHECK_POINTS)
+    if bad:
+        raise ValueError("check-at takes CONNECT or DATA, not %r" % bad.pop())
+    self.defer_reject = options.get("defer-reject", "0") not in ("0", "")
+    if self.defer_reject:
+        self.register_hook("mail", "refuse_deferred")
+
+
+def hook_connect(self, transaction):
+    if "CONNECT" not in self.check_at or self.is_immune():
+        return DECLINED
+    return check(self, self.defer_reject, _MESSAGE, "before we said hello")
+
+
+def hook_data(self, transaction):
+    if "DATA" not in self.check_at or self.is_immune():
+        return DECLINED
+    return check(self, False, _DATA_MESSAGE, "before our 354")
+
+
+def check(self, defer, message, when):
+    sock = self.qp.socket
+    if sock is None:
+        return DECLINED
+    readable, _, _ = select.select([sock], [], [], self.wait)
+    ip = self.qp.connection.remote_ip or "remote host"
+    if not readable:
+        self.log(LOGINFO, "pass, %s said nothing spontaneous" % ip)
+        return DECLINED
+    self.qp.connection.notes["earlytalker"] = True
+    self.adjust_karma(-1)
+    if defer:
+        self.log(LOGINFO, "fail, deferred, %s started talking %s" % (ip, when))
+        return DECLINED
+    return self.get_reject(message, "%s started talking %s" % (ip, when))
+
+
+def refuse_deferred(self, transaction, sender, **params):
+    if not self.qp.connection.notes.get("earlytalker"):
+        return DECLINED
+    return self.get_reject(_MESSAGE, "refusing MAIL from an early talker")

@@ -1,0 +1,118 @@
+"""tls: STARTTLS (RFC 3207) and implicit TLS on an smtps listener (RFC 8314).
+
+Arguments (as in qpsmtpd)::
+
+    tls [CERT [KEY [CA]]]
+
+``CERT`` and ``KEY`` are PEM files (default ``ssl/qpsmtpd-server.crt`` and
+``ssl/qpsmtpd-server.key`` in the config directory); ``CA`` is an optional
+chain file added to the certificate.  Relative paths are taken from the
+config directory.  A file that is missing or does not load stops the start-up.
+
+Config file ``tls.ini`` (all optional)::
+
+    min_version = TLSv1_2        # or TLSv1_3
+    ciphers = ECDHE+AESGCM:...   # OpenSSL cipher string for TLS 1.2 (default: OpenSSL's)
+    handshake_timeout = 30       # seconds a client has to finish the handshake
+    smtps_ports = 465,           # local ports that speak TLS from the first byte
+
+A listener started with ``--tls`` (``-l 0.0.0.0:465 --tls``) is implicit TLS
+too.  List this plugin before every other ``connect`` plugin: on an smtps port
+it must speak TLS before anyone else says a word.
+
+What it does: EHLO offers ``STARTTLS`` until TLS is up; ``STARTTLS`` answers
+``220 2.0.0``, throws away anything the client pipelined after the command
+(CVE-2011-0411, plaintext injection), does the handshake, and then forgets
+the HELO and the transaction: the client must EHLO again, and STARTTLS is no
+longer offered.  The connection notes get ``tls_enabled``, ``tls_version``,
+``tls_cipher`` and ``tls_peer_certificate``; Received says ``ESMTPS`` and
+the cipher.  A SIGHUP reloads the certificate with the rest of the config.
+"""
+import os
+import ssl
+
+from qpgevent import DECLINED, DENY_DISCONNECT, DONE, LOGERROR, LOGINFO
+
+SPEC = """
+min_version = option('TLSv1_2', 'TLSv1_3', default='TLSv1_2')
+ciphers = string(default='')
+handshake_timeout = float(min=1, max=600, default=30)
+smtps_ports = int_list(default=list(465))
+"""
+
+
+def register(self, qp, cert="ssl/qpsmtpd-server.crt", key="ssl/qpsmtpd-server.key", ca=None, *extra):
+    if extra:
+        raise ValueError("takes at most three arguments: CERT KEY CA")
+    settings = self.config_ini("tls", SPEC)
+    base = str(qp.config.directory)
+    paths = [os.path.join(base, p) if p and not os.path.isabs(p) else p for p in (cert, key, ca)]
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = getattr(ssl.TLSVersion, settings["min_version"])
+    if settings["ciphers"]:
+        try:
+            context.set_ciphers(settings["ciphers"])
+        except ssl.SSLError:
+            raise ValueError("tls.ini: ciphers %r selects no cipher; fix the OpenSSL cipher string"
+                             % settings["ciphers"]) from None
+    for path in filter(None, paths):
+        if not os.path.isfile(path):
+            raise ValueError("%s does not exist; create the certificate (see docs/security.md) or fix the path" % path)
+    try:
+        context.load_cert_chain(paths[0], paths[1])
+        if paths[2]:
+            context.load_verify_locations(paths[2])
+    except (ssl.SSLError, OSError) as exc:
+        raise ValueError("cannot load certificate %s / key %s: %s" % (paths[0], paths[1], exc)) from None
+    self.context = context
+    self.handshake_timeout = settings["handshake_timeout"]
+    self.smtps_ports = set(settings["smtps_ports"])
+
+
+def tls_active(qp):
+    return bool(qp.connection.notes.get("tls_enabled"))
+
+
+def hook_connect(self, transaction):
+    connection = self.qp.connection
+    if connection.local_port not in self.smtps_ports and not connection.notes.get("smtps"):
+        return DECLINED
+    if not handshake(self):
+        return DENY_DISCONNECT, "Cannot establish SSL session"
+    return DECLINED
+
+
+def hook_ehlo(self, transaction, host, *extra):
+    if not tls_active(self.qp):
+        transaction.notes.setdefault("capabilities", []).append("STARTTLS")
+    return DECLINED
+
+
+def hook_unrecognized_command(self, transaction, verb, rest):
+    if verb != "starttls":
+        return DECLINED
+    qp = self.qp
+    if rest:
+        qp.respond(501, "Syntax error (no parameters allowed)", status="5.5.4")
+    elif tls_active(qp):
+        qp.respond(503, "TLS is already active", status="5.5.1")
+    elif not qp.connection.hello:
+        qp.respond(503, "EHLO first", status="5.5.1")
+    else:
+        qp.respond(220, "Ready to start TLS", status="2.0.0")
+        if not handshake(self, starttls=True):
+            qp.disconnect()
+    return DONE
+
+
+def handshake(self, starttls=False):
+    """Do the server side of the TLS handshake; False (logged) if it failed."""
+    qp = self.qp
+    try:
+        qp.start_tls(self.context, self.handshake_timeout, reset=starttls)
+    except (OSError, ValueError) as exc:
+        self.log(LOGERROR, "fail, TLS handshake with %s: %s" % (qp.connection.remote_ip, exc))
+        return False
+    notes = qp.connection.notes
+    self.log(LOGINFO, "pass, %s %s" % (notes.get("tls_version"), notes.get("tls_cipher")))
+    return True
