@@ -14,8 +14,9 @@ Arguments (qpsmtpd's, as pairs)::
     How long to hold the greeting back (default 1; fractions allowed).  Keep
     it short: some MTAs give up on a greeting after 30 seconds or less.
 ``reject 1`` (default)
-    Refuse an early talker: ``550 5.7.1 Connecting host started transmitting
-    before SMTP greeting`` and disconnect (``reject_type temp``: ``450 4.7.1``).
+    Refuse an early talker with the server's connection refusal (``554
+    5.7.1 Connecting host started transmitting before SMTP greeting``; with
+    ``reject_type temp`` a 4.7.1 one) and disconnect.
 ``reject 0``
     Let it in; only log it and set the connection note ``earlytalker``.
 ``reject naughty``

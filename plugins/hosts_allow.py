@@ -27,7 +27,7 @@ single address without one).  ``CONSTANT`` is ``OK``, ``DECLINED``, ``DENY``,
 that matches the client decides: ``OK`` lets it in and exempts it from the
 connection limit, ``DECLINED`` lets it in under the limit (and keeps later
 rules from matching it), the DENY family refuses it with ``message`` (or the
-server's default text): ``550 5.7.1`` for DENY, ``451 4.7.1`` for DENYSOFT.
+server's default text): ``554 5.7.1`` for DENY, ``451 4.7.1`` for DENYSOFT.
 The file is read again when it changes, without a restart.
 
 Where this differs from qpsmtpd, on purpose:

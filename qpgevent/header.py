@@ -1,8 +1,10 @@
 """The header block of a message: raw values, order kept, names case-insensitive."""
 import re
+from email.parser import HeaderParser
+from email.policy import compat32
 from typing import Iterator, List, Optional, Tuple
 
-_FIELD = re.compile(r"([!-9;-~]+):([ \t]*)(.*)\Z", re.DOTALL)
+_LEAD = re.compile(r"^[!-9;-~]+:([ \t]*)", re.MULTILINE)
 
 
 class ParsedValue(str):
@@ -23,19 +25,17 @@ class Header:
 
     @classmethod
     def parse(cls, text: str) -> "Header":
-        """Parse a header block (LF or CRLF line endings); lines that are neither ``Name:`` nor folded are dropped."""
-        fields: List[Tuple[str, str]] = []
-        leads: List[str] = []
-        for line in text.replace("\r\n", "\n").split("\n"):
-            if line[:1] in (" ", "\t"):
-                if fields:
-                    fields[-1] = (fields[-1][0], fields[-1][1] + "\n" + line)
-                continue
-            found = _FIELD.match(line)
-            if found:
-                fields.append((found.group(1), found.group(3)))
-                leads.append(found.group(2))
-        return cls([(name, _parsed(value, lead)) for (name, value), lead in zip(fields, leads)])
+        """Parse a header block (LF or CRLF line endings) with the ``email`` package.
+
+        The compat32 policy keeps values as received (folding included); the
+        whitespace after each colon is kept beside them.
+        """
+        text = text.replace("\r\n", "\n")
+        items = list(HeaderParser(policy=compat32).parsestr(text, headersonly=True).raw_items())
+        leads = _LEAD.findall(text)
+        if len(leads) != len(items):  # a line the email package read differently: use one space
+            leads = [" "] * len(items)
+        return cls([(name, _parsed(value, lead)) for (name, value), lead in zip(items, leads)])
 
     def get(self, name: str, index: int = 0) -> Optional[str]:
         """Value of the ``index``-th field called ``name``, or None."""

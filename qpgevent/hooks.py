@@ -116,14 +116,21 @@ class HookRegistry:
             for callback in callbacks:
                 result = self._call(session, hook, transaction, callback, args, params)
                 if hook not in ("deny", "ok") and (self.callbacks.get("deny") or self.callbacks.get("ok")):
-                    first = result.messages[0] if result.messages else ""
-                    self.run(session, "deny" if result.rc in DENY_CODES else "ok", (callback.plugin.name, result.rc, first))
+                    self._notify(session, callback.plugin.name, result)
                 if result.rc != DECLINED:
                     break
             return result
         finally:
             current_hook.reset(hook_token)
             current_session.reset(session_token)
+
+    def _notify(self, session: Any, plugin: str, result: HookResult) -> None:
+        """Tell the ``deny``/``ok`` plugins what a plugin answered; their failures change nothing."""
+        first = result.messages[0] if result.messages else ""
+        try:
+            self.run(session, "deny" if result.rc in DENY_CODES else "ok", (plugin, result.rc, first))
+        except PluginFailure:
+            pass  # already logged; the answer being reported stands
 
     def _call(self, session: Any, hook: str, transaction: Any, callback: Callback, args: Tuple,
               params: Optional[dict]) -> HookResult:

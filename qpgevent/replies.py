@@ -23,11 +23,11 @@ class Reply(NamedTuple):
 GREETING = Reply(220, None, "{me} ESMTP qpgevent {version} ready; send us your mail, but not your spam.")
 HELO_OK = Reply(250, None, "{me} Hi {remote_info} [{remote_ip}]; I am so happy to meet you.")
 EHLO_OK = Reply(250, None, "{me} Hi {remote_info} [{remote_ip}]")
-CONNECT_DENY = Reply(550, "5.7.1", "Connection from you denied, bye bye.")
+CONNECT_DENY = Reply(554, "5.7.1", "Connection from you denied, bye bye.")
 CONNECT_DENYSOFT = Reply(450, "4.7.1", "Connection from you temporarily denied, bye bye.")
 TOO_MANY_CONNECTIONS = Reply(421, "4.7.0", "{me} Too many connections, try again later")
 TOO_MANY_FROM_IP = Reply(421, "4.7.0", "{me} Too many connections from your address, try again later")
-PRECONNECT_DENY = Reply(550, "5.7.1", "Sorry, service not available for you")
+PRECONNECT_DENY = Reply(554, "5.7.1", "Sorry, service not available for you")
 PRECONNECT_DENYSOFT = Reply(451, "4.7.1", "Sorry, try again later")
 
 HELO_NO_HOST = Reply(501, "5.5.4", "{verb} requires domain/address - see RFC-5321 4.1.1.1")

@@ -140,7 +140,7 @@ class Server:
         refusal = self.limits.refusal(ip)
         if refusal is not None:
             try:
-                sock.sendall(format_reply(refusal.code, refusal.status, [refusal.text.format(me=smtpd.me())]))
+                sock.sendall(format_reply(refusal.code, refusal.status, [refusal.text.format(me=smtpd.me)]))
             except OSError:
                 pass
             sock.close()

@@ -104,6 +104,7 @@ class Smtpd:
     def config_list(self, name: str) -> List[str]:
         return self.config.lines(name)
 
+    @property
     def me(self) -> str:
         return self.config.get("me") or os.uname().nodename
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Union
 
 from .connection import Connection
+from .plugin import Plugin
 from .constants import OK
 from .smtp import Session
 from .smtpd import Smtpd
@@ -81,13 +82,6 @@ def make_smtpd(tmp_path: Union[str, Path], plugins: Sequence[str] = (), config: 
     values = {"me": "mx.test", "spool_dir": str(Path(tmp_path) / "spool"), "plugins": list(plugins)}
     values.update(config or {})
     return Smtpd(write_config(Path(tmp_path) / "config", values))
-
-
-class _MockPlugin:
-    """Stands in for a plugin when a test registers a bare function."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
 
 
 class TestSession:
@@ -157,8 +151,13 @@ class TestSession:
         return self._take()
 
     def mock_hook(self, hook: str, function: Callable, name: str = "___MockHook___") -> None:
-        """Run ``function(self_plugin, transaction, *args)`` first for ``hook``."""
-        self.smtpd.registry.register(hook, _MockPlugin(name), function, prepend=True)
+        """Run ``function(self_plugin, transaction, *args)`` first for ``hook``.
+
+        Mocks are registered on the daemon, so they apply to every session of
+        this ``smtpd``: build a fresh one per test (``make_smtpd``).
+        """
+        mock = Plugin(name, None, [], self.smtpd, "<mock>")  # so the function can use self.qp, self.log, ...
+        self.smtpd.registry.register(hook, mock, function, prepend=True)
 
     def unmock_hook(self, hook: str, name: str = "___MockHook___") -> None:
         callbacks = self.smtpd.registry.callbacks.get(hook, [])

@@ -2,6 +2,7 @@
 
 Deliberate deviations from qpsmtpd that the matrix holds:
 
+* connect and pre-connection DENY are ``554`` (RFC 5321 3.1; qpsmtpd: 550);
 * helo/ehlo DENY and DENYSOFT have default texts (qpsmtpd sends no line at all);
 * unrecognized_command DENY without a message gets the default text;
 * queue_pre DENY-family is answered ``451 4.3.0`` and the transaction ends (qpsmtpd: no reply);
@@ -44,17 +45,17 @@ MATRIX = [
           (OK, 220, None, GREETING, False, False, "greeted"),
           (DECLINED, 220, None, GREETING, False, False, "greeted"),
           (DONE, 220, None, GREETING, False, False, "greeted"),
-          (DENY, 550, "5.7.1", "Sorry, service not available for you", True, True, "closed"),
+          (DENY, 554, "5.7.1", "Sorry, service not available for you", True, True, "closed"),
           (DENYSOFT, 451, "4.7.1", "Sorry, try again later", True, True, "closed"),
-          (DENY_DISCONNECT, 550, "5.7.1", "Sorry, service not available for you", True, True, "closed"),
+          (DENY_DISCONNECT, 554, "5.7.1", "Sorry, service not available for you", True, True, "closed"),
           (DENYSOFT_DISCONNECT, 451, "4.7.1", "Sorry, try again later", True, True, "closed")),
     *rows("connect",
           (OK, 220, None, GREETING, False, False, "greeted"),
           (DECLINED, 220, None, GREETING, False, False, "greeted"),
           (DONE, None, None, None, False, False, "open"),
-          (DENY, 550, "5.7.1", "Connection from you denied, bye bye.", True, True, "closed"),
+          (DENY, 554, "5.7.1", "Connection from you denied, bye bye.", True, True, "closed"),
           (DENYSOFT, 450, "4.7.1", "Connection from you temporarily denied, bye bye.", True, True, "closed"),
-          (DENY_DISCONNECT, 550, "5.7.1", "Connection from you denied, bye bye.", True, True, "closed"),
+          (DENY_DISCONNECT, 554, "5.7.1", "Connection from you denied, bye bye.", True, True, "closed"),
           (DENYSOFT_DISCONNECT, 450, "4.7.1", "Connection from you temporarily denied, bye bye.", True, True,
            "closed")),
     *rows("helo",

@@ -18,7 +18,7 @@ Config files: none.
 """
 import select
 
-from qpgevent import DECLINED, DONE, LOGINFO, LOGNOTICE
+from qpgevent import DECLINED, DENY_DISCONNECT, LOGINFO, LOGNOTICE
 
 
 def register(self, qp, seconds="1", *extra):
@@ -41,6 +41,4 @@ def check_early(self, transaction):
         self.log(LOGINFO, "pass, client waited for the greeting")
         return DECLINED
     self.log(LOGNOTICE, "fail, client talked before the greeting")
-    self.qp.respond(554, "You talked before I greeted you; goodbye (#5.5.1)")
-    self.qp.disconnect()
-    return DONE
+    return DENY_DISCONNECT, "You talked before I greeted you; goodbye (#5.5.1)"

@@ -5,6 +5,7 @@ import time
 
 import pytest
 
+from qpgevent import replies as R
 from qpgevent.errors import ConfigError
 from qpgevent.testing import TestSession, parse_replies
 
@@ -49,13 +50,13 @@ def plugins_with(tmp_path, line):
 
 
 def test_live_early_talker_is_refused(live_server, tmp_path):
-    """A client that sends EHLO before the banner gets 550 5.7.1, no 220, and is disconnected."""
+    """A client that sends EHLO before the banner gets the connect refusal (5.7.1), no 220, and is disconnected."""
     server = live_server(plugins=plugins_with(tmp_path, "earlytalker wait 1"))
     with socket.create_connection(server.address, timeout=5) as client:
         client.sendall(b"EHLO early.test\r\n")
         replies = read_replies(client, 1)
         assert len(replies) == 1
-        assert (replies[0].code, replies[0].status) == (550, "5.7.1")
+        assert (replies[0].code, replies[0].status) == (R.CONNECT_DENY.code, "5.7.1")
         assert EARLY in replies[0].text
         assert client.recv(100) == b""
 
@@ -101,13 +102,13 @@ def test_without_a_socket_the_plugin_declines(session_factory):
     assert [r.code for r in ts.greeting] == [220]
 
 
-def test_reject_type_temp_refuses_with_450(smtpd_factory, socket_pair):
-    """reject_type temp: an early talker gets 450 4.7.1 and the session ends."""
+def test_reject_type_temp_refuses_temporarily(smtpd_factory, socket_pair):
+    """reject_type temp: an early talker gets the temporary connect refusal (4.7.1) and the session ends."""
     server_side, client_side = socket_pair
     ts = session_on_socket(smtpd_factory(["earlytalker wait 5 reject_type temp"]), server_side)
     client_side.sendall(b"EHLO early.test\r\n")
     ts.session.start()
-    assert [str(r) for r in ts._take()] == ["450 4.7.1 " + EARLY]
+    assert [str(r) for r in ts._take()] == ["%d 4.7.1 %s" % (R.CONNECT_DENYSOFT.code, EARLY)]
     assert ts.closed
 
 

@@ -3,6 +3,7 @@ import socket
 
 import pytest
 
+from qpgevent import replies as R
 from qpgevent.errors import ConfigError
 from qpgevent.testing import TestSession, parse_replies
 
@@ -73,10 +74,10 @@ def test_argument_overrides_the_server_limit(smtpd_factory, argument, server_lim
 
 
 @pytest.mark.parametrize("ip, code, text", [
-    ("192.0.2.8", 550, "5.7.1 Sorry, known spam only source"),
+    ("192.0.2.8", R.PRECONNECT_DENY.code, "5.7.1 Sorry, known spam only source"),
     ("2001:db8:77::1", 451, "4.7.1 Too busy for you today"),
-    ("198.51.100.200", 550, "5.7.1 Sorry, service not available for you"),
-    ("::ffff:192.0.2.9", 550, "5.7.1 Sorry, known spam only source"),
+    ("198.51.100.200", R.PRECONNECT_DENY.code, "5.7.1 Sorry, service not available for you"),
+    ("::ffff:192.0.2.9", R.PRECONNECT_DENY.code, "5.7.1 Sorry, known spam only source"),
     ("192.0.2.7", 220, None),       # DECLINED above the /24 DENY: first match wins
     ("203.0.113.5", 220, None),
     ("203.0.113.6", 220, None),
