@@ -3,7 +3,7 @@
 Arguments: none.
 
 Config files:
-  ``me``         our host name; ``<postmaster>`` and ``<abuse>`` without a domain map to it
+  ``me``         our host name; ``<postmaster>`` without a domain (RFC 5321 4.1.1.3) is always ours
   ``rcpthosts``  domains we accept mail for, one a line; ``.example.com`` also matches
                  every subdomain of example.com
 
@@ -17,7 +17,7 @@ from qpgevent import DECLINED, DENY, LOGINFO, OK
 def hook_rcpt(self, transaction, recipient, **params):
     host = (recipient.host or "").lower().rstrip(".")
     if not host:
-        if (recipient.user or "").lower() in ("postmaster", "abuse"):
+        if (recipient.user or "").lower() == "postmaster":
             self.log(LOGINFO, "pass, %s without domain" % recipient.user)
             return OK
         return DENY, "Relaying denied (#5.7.1)"

@@ -116,7 +116,8 @@ class Address:
         if self.user is None:
             return "<>"
         user = self.user
-        if _NEEDS_QUOTING.search(user) and not (not user.isascii() and _valid_local(user, True) == user):
+        dot_string = not (user.startswith(".") or user.endswith(".") or ".." in user)
+        if (_NEEDS_QUOTING.search(user) or not dot_string) and not (not user.isascii() and _valid_local(user, True) == user):
             user = '"%s"' % re.sub(r'(["\\])', r"\\\1", user)
         return "<%s@%s>" % (user, self.host) if self.host else "<%s>" % user
 

@@ -115,7 +115,7 @@ class HookRegistry:
             transaction = getattr(session, "transaction", None)
             for callback in callbacks:
                 result = self._call(session, hook, transaction, callback, args, params)
-                if hook not in ("deny", "ok") and (self.callbacks.get("deny") or self.callbacks.get("ok")):
+                if hook not in ("deny", "ok", "logging") and (self.callbacks.get("deny") or self.callbacks.get("ok")):
                     self._notify(session, callback.plugin.name, result)
                 if result.rc != DECLINED:
                     break

@@ -7,7 +7,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, List, Optional, Sequence, Union
 
-from .constants import (DECLINED, DENY, DENY_DISCONNECT, DENYSOFT, DENYSOFT_DISCONNECT, LOGINFO)
+from .constants import DECLINED, DENY, DENY_DISCONNECT, DENYSOFT, DENYSOFT_DISCONNECT, LOGINFO, log_level
 from .errors import ConfigError
 from .hooks import HOOK_BY_METHOD, HOOKS, current_hook, current_session
 
@@ -33,7 +33,7 @@ class Plugin:
         self.args = list(args)
         self.path = path
         self.smtpd = smtpd
-        self.loglevel_adjust: Optional[str] = None
+        self.loglevel_adjust: Optional[tuple] = None  # (relative?, number)
         self.reject: Optional[str] = None
         self.reject_type: Optional[str] = None
 
@@ -66,9 +66,9 @@ class Plugin:
     def log(self, level: int, *message: Any) -> None:
         """Log through the logging plugins, adjusted by this plugin's ``loglevel`` argument."""
         adjust = self.loglevel_adjust
-        if adjust:
-            level = int(adjust) if adjust[0] not in "+-" else level + int(adjust)
-            level = max(0, min(7, level))
+        if adjust is not None:
+            relative, value = adjust
+            level = max(0, min(7, level + value if relative else value))
         self.qp.log(level, " ".join(str(m) for m in message), hook=current_hook.get(), plugin=self.name)
 
     def register_hook(self, hook: str, method: Union[str, Callable], prepend: bool = False) -> None:
@@ -179,12 +179,24 @@ def _check_hook_names(module: ModuleType, path: Path) -> None:
             raise ConfigError("%s is not a hook; %s" % (attribute, fix), str(path), line)
 
 
+def parse_loglevel(text: str) -> tuple:
+    """``6``, ``LOGINFO``/``INFO`` (absolute) or ``+1``/``-2`` (relative) as (relative?, number)."""
+    if text[:1] in "+-" and text[1:].isdigit():
+        return True, int(text)
+    if text.isdigit() and int(text) <= 7:
+        return False, int(text)
+    level = log_level(text)
+    if level is None:
+        raise ValueError("loglevel %r is not a log level: use 0-7, +N/-N or a name such as LOGINFO" % text)
+    return False, level
+
+
 def _apply_generic_args(plugin: Plugin) -> None:
     """qpsmtpd's generic plugin arguments ``loglevel``, ``reject`` and ``reject_type``."""
     args = plugin.args
     for i in range(len(args) - 1):
         if args[i] == "loglevel":
-            plugin.loglevel_adjust = args[i + 1]
+            plugin.loglevel_adjust = parse_loglevel(args[i + 1])
         elif args[i] == "reject":
             plugin.reject = args[i + 1]
         elif args[i] == "reject_type":
@@ -209,8 +221,8 @@ def load_plugin(smtpd: Any, name: str, args: Sequence[str], dirs: Sequence[Path]
                           path_hint, line) from exc
     _check_hook_names(module, path)
     plugin = Plugin(name, module, args, smtpd, str(path))
-    _apply_generic_args(plugin)
     try:
+        _apply_generic_args(plugin)
         if hasattr(module, "init"):
             module.init(plugin, smtpd, *args)
         for hook in HOOKS:
@@ -222,7 +234,7 @@ def load_plugin(smtpd: Any, name: str, args: Sequence[str], dirs: Sequence[Path]
     except ConfigError as exc:
         raise ConfigError("plugin %s: %s" % (name, exc), path_hint, line) from exc
     except Exception as exc:
-        raise ConfigError("plugin %s rejected its arguments %r: %s" % (name, " ".join(args), exc),
+        raise ConfigError("plugin %s (arguments %r) refused to start: %s" % (name, " ".join(args), exc),
                           path_hint, line) from exc
     return plugin
 

@@ -256,7 +256,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         except ConfigError as exc:
             server.smtpd.log(LOGERROR, "reload refused, keeping the old configuration: %s" % exc)
 
+    def reopen_logs() -> None:
+        for plugin in server.smtpd.plugins:
+            reopen = getattr(plugin.module, "reopen", None)
+            if callable(reopen):
+                reopen()
+
     gevent.signal_handler(signal.SIGHUP, reload)
+    gevent.signal_handler(signal.SIGUSR1, reopen_logs)
     gevent.signal_handler(signal.SIGTERM, stopping.set)
     gevent.signal_handler(signal.SIGINT, stopping.set)
     server.start()

@@ -178,9 +178,10 @@ class Session:
         if status == "default":
             status = None if code == 220 or code // 100 not in (2, 4, 5) else "%d.0.0" % (code // 100)
             status = status_for(code, status, text_lines)
-        for line in text_lines:
-            self.log(LOGINFO, "%d %s" % (code, line))
-        self._out.append(format_reply(code, status, text_lines))
+        wire = format_reply(code, status, text_lines)
+        if LOGINFO <= self.smtpd.log_threshold:
+            self.log(LOGINFO, wire.decode("utf-8", "replace").rstrip("\r\n").replace("\r\n", "\n"))
+        self._out.append(wire)
 
     def reply(self, reply: Reply, messages: Sequence[Any] = (), **fields: Any) -> None:
         """Send a registry reply, with the plugin's message text in place of the default when given."""

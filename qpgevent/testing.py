@@ -46,7 +46,8 @@ class Reply(NamedTuple):
         return found.group(1) if found else None
 
     def __str__(self) -> str:
-        return "\n".join("%d %s" % (self.code, line) for line in self.lines)
+        last = len(self.lines) - 1
+        return "\n".join("%d%s%s" % (self.code, " " if i == last else "-", line) for i, line in enumerate(self.lines))
 
 
 def parse_replies(raw: bytes) -> List[Reply]:
@@ -90,16 +91,22 @@ class TestSession:
     __test__ = False  # not a pytest test class
 
     def __init__(self, smtpd: Smtpd, remote_ip: str = "127.0.0.1", remote_host: str = "localhost",
-                 local_port: int = 25, greet: bool = True) -> None:
+                 local_port: int = 25, greet: bool = True, sock: Optional[socket.socket] = None) -> None:
         self.smtpd = smtpd
         self.transport = MemoryTransport()
         self.connection = Connection(remote_ip, 40000, "127.0.0.1", local_port, remote_host=remote_host)
         self.session = Session(smtpd, self.transport, self.connection)
+        self.session.socket = sock  # for plugins that select() on the client socket
         self.logged: List[tuple] = []
         self.greeting: List[Reply] = []
         if greet:
-            self.session.start()
-            self.greeting = self._take()
+            self.start()
+
+    def start(self, **pre_connection: Any) -> List[Reply]:
+        """Run pre-connection (with these keywords, e.g. ``max_conn_ip``) and connect; returns the greeting."""
+        self.session.start(**pre_connection)
+        self.greeting = self._take()
+        return self.greeting
 
     @property
     def transaction(self):
@@ -223,7 +230,18 @@ class LiveServer:
     def address(self) -> tuple:
         return self.host, self.port
 
-    def start(self, wait: float = 15.0) -> "LiveServer":
+    def start(self, wait: float = 15.0, tries: int = 3) -> "LiveServer":
+        """Start and wait until it accepts; a port taken meanwhile by someone else is retried."""
+        for attempt in range(tries):
+            try:
+                return self._start(wait)
+            except RuntimeError:
+                if "cannot listen" not in self.stderr or attempt == tries - 1:
+                    raise
+                self.port = free_port(self.host)
+        raise AssertionError("unreachable")
+
+    def _start(self, wait: float) -> "LiveServer":
         listen = "[%s]" % self.host if ":" in self.host else self.host
         command = [sys.executable, str(ROOT / "bin" / "qpsmtpd-server"), "--config-dir", str(self.config_dir),
                    "-l", "%s:%d" % (listen, self.port), "-H", *self.args]
@@ -243,6 +261,11 @@ class LiveServer:
                 time.sleep(0.05)
         self.stop()
         raise RuntimeError("server did not listen within %ss:\n%s" % (wait, self.stderr))
+
+    @property
+    def log(self) -> str:
+        """What the server has printed so far."""
+        return (self.config_dir.parent / ("server-%d.log" % self.port)).read_text()
 
     def stop(self, timeout: float = 15.0) -> int:
         if self.process is not None and self.process.poll() is None:

@@ -205,3 +205,20 @@ def test_sighup_with_broken_config_keeps_serving(live_server, tmp_path):
         assert client.sendmail("a@b.test", ["u@example.com"], "Subject: x\r\n\r\nbody\r\n") == {}
     server.stop()
     assert "reload refused" in server.stderr
+
+
+def test_sigusr1_reopens_log_files(live_server, tmp_path):
+    """After logrotate moves the log away, SIGUSR1 makes logging/file write a fresh file at the old path."""
+    log = tmp_path / "smtp.log"
+    server = live_server(config={"logging": ["logging/file loglevel 6 %s" % log]})
+
+    def send():
+        with smtplib.SMTP(*server.address, timeout=10) as client:
+            client.sendmail("a@b.test", ["u@example.com"], "Subject: x\r\n\r\nbody\r\n")
+    send()
+    assert wait_for(lambda: "Queued" in log.read_text())
+    log.rename(tmp_path / "smtp.log.1")
+    server.process.send_signal(signal.SIGUSR1)
+    time.sleep(0.2)
+    send()
+    assert wait_for(lambda: log.exists() and "Queued" in log.read_text())

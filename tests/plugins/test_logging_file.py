@@ -309,4 +309,4 @@ def test_live_server_logs_sessions_to_the_file(live_server, tmp_path):
     assert found, text
     connection_id = found.group(1)
     assert re.search(r"^.* %s LOGINFO \(queue\) queue/maildir: pass, queued as " % re.escape(connection_id), text, re.M)
-    assert re.search(r"^.* %s LOGINFO 250 Queued! " % re.escape(connection_id), text, re.M)
+    assert re.search(r"^.* %s LOGINFO 250 2.0.0 Queued! " % re.escape(connection_id), text, re.M)

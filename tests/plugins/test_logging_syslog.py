@@ -92,7 +92,7 @@ def test_severity_follows_the_level(session_factory, unix_receiver):
     run_session(session)
     unix_receiver.stop()
     assert unix_receiver.matching(r"^<20>%s qpsmtpd\[\d+\]: queue/discard: every accepted message" % STAMP)
-    assert unix_receiver.matching(r"^<22>.*: %s 250 Queued \(discarded\)$" % re.escape(session.connection.id))
+    assert unix_receiver.matching(r"^<22>.*: %s 250 2.0.0 Queued \(discarded\)$" % re.escape(session.connection.id))
 
 
 @pytest.mark.parametrize("args, pri", [
