@@ -122,7 +122,7 @@ def test_detach_writes_pid_file_and_sigterm_removes_it(tmp_path):
                              "-l", "127.0.0.1:%d" % port, "-H", "-d", "--pid-file", str(pid_file)],
                             capture_output=True, text=True, timeout=20)
     assert result.returncode == 0
-    assert wait_for(pid_file.exists)
+    assert wait_for(lambda: pid_file.exists() and pid_file.read_text().endswith("\n"))
     pid = int(pid_file.read_text())
     try:
         assert wait_for(lambda: _connects(port))
@@ -167,11 +167,14 @@ def test_user_option_drops_privileges_after_binding():
                                                 "spool_dir": str(mail / "spool"),
                                                 "plugins": ["rcpt_ok", "queue/maildir %s" % mail]})
         with LiveServer(config, args=["-u", "nobody"], cwd=base) as server:
-            status = Path("/proc/%d/status" % server.process.pid).read_text()
-            uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
-            assert uid_line.split()[1:] == [str(nobody.pw_uid)] * 4
+            def uids():
+                status = Path("/proc/%d/status" % server.process.pid).read_text()
+                return next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1:]
+            # The socket accepts (into the backlog) as soon as it is bound, before the drop.
+            assert wait_for(lambda: uids() == [str(nobody.pw_uid)] * 4), uids()
             with smtplib.SMTP(*server.address, timeout=10) as client:
-                assert client.sendmail("a@b.test", ["u@example.com"], "Subject: x\r\n\r\nbody\r\n") == {}
+                refused = client.sendmail("a@b.test", ["u@example.com"], "Subject: x\r\n\r\nbody\r\n")
+            assert refused == {}, server.log
             assert len(list((mail / "new").iterdir())) == 1
     finally:
         subprocess.run(["rm", "-rf", str(base)])
