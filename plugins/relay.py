@@ -20,10 +20,8 @@ A ``RELAYCLIENT`` variable in the session environment (tcpserver's rules
 file) also grants relaying.  The result is ``connection.relay_client``, which
 ``rcpt_ok`` and other plugins read.
 """
-import ipaddress
-from functools import lru_cache
-
 from qpgevent import DECLINED, DENY, LOGINFO
+from qpgevent.netlist import ip_in
 
 _ONLY = "only"
 
@@ -41,49 +39,16 @@ def register(self, qp, *args):
         self.register_hook("rcpt", "refuse_non_relay")
 
 
-def matches(ip, entries):
-    """True when ``ip`` is one of ``entries`` (IPs, CIDR networks, or dotted prefixes)."""
-    try:
-        address = ipaddress.ip_address(ip)
-    except ValueError:
-        return False
-    for entry in entries:
-        network = entry_network(entry.split()[0])
-        if network is not None and address in network:
-            return True
-    return False
-
-
-@lru_cache(maxsize=4096)
-def entry_network(entry):
-    """The network an entry stands for; a prefix ``10.1.`` or ``fdda:b13d:`` is a /16 or a /32.
-
-    Prefixes become networks rather than string prefixes so that an IPv6
-    client matches however its address happens to be written (``::``
-    compression, upper case).  An entry that is none of the forms is None.
-    """
-    try:
-        if entry.endswith(".") and "/" not in entry:
-            octets = entry[:-1].split(".")
-            return ipaddress.ip_network("%s/%d" % (".".join(octets + ["0"] * (4 - len(octets))), 8 * len(octets)))
-        if entry.endswith(":") and "/" not in entry and "::" not in entry:
-            groups = entry[:-1].split(":")
-            return ipaddress.ip_network("%s::/%d" % (":".join(groups), 16 * len(groups)))
-        return ipaddress.ip_network(entry, strict=False)
-    except ValueError:
-        return None
-
-
 def hook_connect(self, transaction):
     connection = self.qp.connection
     ip = connection.remote_ip
-    if matches(ip, self.qp.config_list("norelayclients")):
+    if ip_in(ip, self.qp.config_list("norelayclients")):
         self.log(LOGINFO, "skip, %s is in norelayclients" % ip)
         return DECLINED
     if "RELAYCLIENT" in self.qp.env:
         connection.relay_client = True
         self.log(LOGINFO, "pass, RELAYCLIENT is set")
-    elif matches(ip, self.qp.config_list("relayclients")):
+    elif ip_in(ip, self.qp.config_list("relayclients")):
         connection.relay_client = True
         self.log(LOGINFO, "pass, %s is in relayclients" % ip)
     return DECLINED

@@ -22,12 +22,16 @@ from . import replies as R
 from .connection import Connection
 from .constants import LOGERROR, LOGINFO, LOGNOTICE, LOGWARN
 from .errors import ConfigError
+from .netlist import ip_in
+from .proxy import MAX_HEADER as MAX_PROXY_HEADER, ProxyError, parse as parse_proxy
 from .replies import format_reply
 from .smtp import Session
 from .smtpd import Smtpd
 from .transport import SocketTransport
 
 DEFAULT_PORT = 2525
+SMTPS_PORT = 465
+PROXY_TIMEOUT = 10.0  # seconds a trusted proxy has to send its header
 
 
 def parse_listen(value: str, default_port: int) -> Tuple[str, int]:
@@ -51,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-l", "--listen-address", action="append", default=[], metavar="ADDR[:PORT]",
                         help="address to listen on; repeatable; IPv6 as [::1]:2525 (default 127.0.0.1)")
     parser.add_argument("-p", "--port", type=int, default=DEFAULT_PORT, help="port for addresses without one (default 2525)")
+    parser.add_argument("--smtps-listen", action="append", default=[], metavar="ADDR[:PORT]",
+                        help="address for implicit TLS (RFC 8314; default port 465); needs the tls plugin")
     parser.add_argument("-c", "--limit-connections", type=int, default=1000, metavar="N",
                         help="most sessions at once; more get 421 (default 1000)")
     parser.add_argument("-m", "--max-from-ip", type=int, default=0, metavar="N",
@@ -109,9 +115,9 @@ class Server:
         self.sessions: set = set()
 
     def bind(self) -> None:
-        addresses = self.options.listen_address or ["127.0.0.1"]
-        for value in addresses:
-            host, port = parse_listen(value, self.options.port)
+        plain = self.options.listen_address or ([] if self.options.smtps_listen else ["127.0.0.1"])
+        for value, smtps in [(v, False) for v in plain] + [(v, True) for v in self.options.smtps_listen]:
+            host, port = parse_listen(value, SMTPS_PORT if smtps else self.options.port)
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
             sock = socket.socket(family, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -122,7 +128,14 @@ class Server:
             except OSError as exc:
                 raise ConfigError("cannot listen on %s port %d: %s" % (host, port, exc.strerror)) from None
             sock.listen(1024)
-            self.listeners.append(StreamServer(sock, self.handle))
+            listener = StreamServer(sock, self.handle_smtps if smtps else self.handle)
+            self.listeners.append(listener)
+
+    def check_plugins(self, smtpd: Smtpd) -> None:
+        """Refuse a configuration that cannot serve the listeners asked for."""
+        if self.options.smtps_listen and "tls" not in [plugin.name for plugin in smtpd.plugins]:
+            raise ConfigError("--smtps-listen needs the tls plugin; add 'tls CERT KEY' to %s"
+                              % (smtpd.config.path("plugins") or "config/plugins"))
 
     @property
     def addresses(self) -> List[Tuple[str, int]]:
@@ -132,11 +145,25 @@ class Server:
         for listener in self.listeners:
             listener.start()
 
-    def handle(self, sock: socket.socket, address: tuple) -> None:
-        ip = address[0]
+    def handle_smtps(self, sock: socket.socket, address: tuple) -> None:
+        self.handle(sock, address, smtps=True)
+
+    def handle(self, sock: socket.socket, address: tuple, smtps: bool = False) -> None:
+        ip, port = address[:2]
+        smtpd = self.smtpd  # the one that was current when the client came: reloads affect new sessions
+        local = sock.getsockname()[:2]
+        early = b""
+        if ip_in(ip, smtpd.config_list("proxy_hosts")):
+            proxied = read_proxy_header(sock, PROXY_TIMEOUT)
+            if proxied is None:
+                smtpd.log(LOGWARN, "proxy %s sent no valid PROXY header; connection closed" % ip)
+                sock.close()
+                return
+            info, early = proxied
+            if not info.local:
+                ip, port, local = info.src_ip, info.src_port, (info.dst_ip, info.dst_port)
         if ip.startswith("::ffff:") and "." in ip:
             ip = ip[len("::ffff:"):]
-        smtpd = self.smtpd  # the one that was current when the client came: reloads affect new sessions
         refusal = self.limits.refusal(ip)
         if refusal is not None:
             try:
@@ -151,13 +178,14 @@ class Server:
         transport = SocketTransport(sock)
         session = None
         try:
-            local = sock.getsockname()
             host = None if self.options.no_rdns else reverse_lookup(ip)
-            connection = Connection(ip, address[1], local[0], local[1], remote_host=host)
+            connection = Connection(ip, port, local[0], local[1], remote_host=host)
+            if smtps:
+                connection.notes["smtps"] = True
             session = Session(smtpd, transport, connection)
             self.sessions.add(session)
-            session.log(LOGINFO, "connection from %s port %s" % (ip, address[1]))
-            session.run(transport, max_conn_ip=self.limits.per_ip, child_addrs=child_addrs)
+            session.log(LOGINFO, "connection from %s port %s" % (ip, port))
+            session.run(transport, early, max_conn_ip=self.limits.per_ip, child_addrs=child_addrs)
         except Exception:
             smtpd.log(LOGERROR, "session crashed:\n" + traceback.format_exc(), session=session)
         finally:
@@ -175,6 +203,23 @@ class Server:
                 gevent.sleep(0.1)
         for session in list(self.sessions):
             session.shutdown()
+
+
+def read_proxy_header(sock: socket.socket, timeout: float) -> Optional[tuple]:
+    """(ProxyInfo, bytes read past the header) from a trusted proxy, or None if it sent none in time."""
+    data = b""
+    try:
+        with gevent.Timeout(timeout):
+            while True:
+                info, consumed = parse_proxy(data)
+                if info is not None:
+                    return info, data[consumed:]
+                chunk = sock.recv(MAX_PROXY_HEADER - len(data))
+                if not chunk:
+                    return None
+                data += chunk
+    except (ProxyError, OSError, gevent.Timeout):
+        return None
 
 
 def drop_privileges(user: str) -> None:
@@ -239,6 +284,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             gevent.get_hub().threadpool  # imported lazily; the new user may not be able to read it
             drop_privileges(options.user)
         server.smtpd = Smtpd(options.config_dir)
+        server.check_plugins(server.smtpd)
     except ConfigError as exc:
         sys.stderr.write("qpsmtpd-server: %s\n" % exc)
         return 78  # EX_CONFIG
@@ -251,7 +297,9 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     def reload() -> None:
         try:
-            server.smtpd = Smtpd(options.config_dir)
+            smtpd = Smtpd(options.config_dir)
+            server.check_plugins(smtpd)
+            server.smtpd = smtpd
             server.smtpd.log(LOGNOTICE, "configuration reloaded")
         except ConfigError as exc:
             server.smtpd.log(LOGERROR, "reload refused, keeping the old configuration: %s" % exc)

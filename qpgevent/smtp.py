@@ -152,9 +152,14 @@ class Session:
         except ValueError:
             return 300.0
 
-    def run(self, transport: Any, **pre_connection: Any) -> None:
-        """Serve the whole conversation over ``transport`` (anything with ``recv(size, timeout)``)."""
+    def run(self, transport: Any, early: bytes = b"", **pre_connection: Any) -> None:
+        """Serve the whole conversation over ``transport`` (anything with ``recv(size, timeout)``).
+
+        ``early`` is what the client sent before the session started (after a PROXY header).
+        """
         self.start(**pre_connection)
+        if early and not self.closed:
+            self.feed(early)
         while not self.closed:
             try:
                 data = transport.recv(65536, self.read_timeout())
@@ -319,6 +324,9 @@ class Session:
         rc = result.rc
         if rc == DONE:
             return
+        if verb == "proxy":  # only trusted proxies may say who the client is (proxy_hosts)
+            self.reply(R.PROXY_REFUSED)
+            raise Disconnect
         if rc == DENY_DISCONNECT:
             self.reply(R.UNRECOGNIZED_DISCONNECT, result.messages)
             raise Disconnect

@@ -1,0 +1,59 @@
+"""PROXY protocol (HAProxy v1 and v2) on the live server: trusted proxies only."""
+import socket
+import struct
+
+from test_server import read_reply
+
+V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
+
+
+def v2_header(src, dst, sport, dport):
+    block = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!HH", sport, dport)
+    return V2_SIGNATURE + bytes([0x21, 0x11]) + struct.pack("!H", len(block)) + block
+
+
+def ehlo_line(sock):
+    sock.sendall(b"EHLO client.test\r\n")
+    return read_reply(sock).lines[0]
+
+
+def test_v1_header_from_trusted_proxy_sets_the_client_address(live_server):
+    """From an address in proxy_hosts, a v1 header names the real client; plugins see that address."""
+    server = live_server(plugins=["relay", "rcpt_ok"], config={"proxy_hosts": "127.0.0.0/8",
+                                                                "relayclients": "198.51.100.7"})
+    with socket.create_connection(server.address, timeout=10) as sock:
+        sock.sendall(b"PROXY TCP4 198.51.100.7 192.0.2.1 40000 25\r\n")
+        assert read_reply(sock).code == 220
+        assert ehlo_line(sock).endswith("[198.51.100.7]")
+        sock.sendall(b"MAIL FROM:<a@b.test>\r\n")
+        assert read_reply(sock).code == 250
+        sock.sendall(b"RCPT TO:<x@elsewhere.test>\r\n")
+        assert read_reply(sock).code == 250  # relayclients matched the proxied address
+
+
+def test_v2_header_and_pipelined_bytes(live_server):
+    """A v2 binary header followed at once by the client's first bytes: both are understood."""
+    server = live_server(config={"proxy_hosts": "127.0.0.1"})
+    with socket.create_connection(server.address, timeout=10) as sock:
+        sock.sendall(v2_header("203.0.113.9", "192.0.2.1", 5555, 25) + b"EHLO early.test\r\n")
+        assert read_reply(sock).code == 220
+        assert read_reply(sock).lines[0].endswith("[203.0.113.9]")
+
+
+def test_garbage_from_trusted_proxy_is_dropped_without_a_greeting(live_server):
+    """A trusted proxy that sends no valid header is disconnected before any SMTP is spoken."""
+    server = live_server(config={"proxy_hosts": "127.0.0.1"})
+    with socket.create_connection(server.address, timeout=10) as sock:
+        sock.sendall(b"EHLO not-a-proxy-header\r\n")
+        assert sock.recv(100) == b""
+
+
+def test_proxy_header_from_anyone_else_is_refused(live_server):
+    """Without proxy_hosts a PROXY line is not believed: 554 5.7.1 and the connection is closed."""
+    server = live_server()
+    with socket.create_connection(server.address, timeout=10) as sock:
+        assert read_reply(sock).code == 220
+        sock.sendall(b"PROXY TCP4 198.51.100.7 192.0.2.1 40000 25\r\n")
+        reply = read_reply(sock)
+        assert (reply.code, reply.status) == (554, "5.7.1")
+        assert sock.recv(100) == b""
