@@ -57,3 +57,42 @@ def parse_path_command(prefix: str, line: str) -> Tuple[str, Dict[str, Optional[
 def parse_words(line: str) -> List[str]:
     """The default HELO/EHLO/AUTH parser: words split on spaces."""
     return line.split()
+
+
+# RFC 3461 DSN parameters.
+_XTEXT = re.compile(r"(?:[!-*,-<>-~]|\+[0-9A-F]{2})*\Z")
+_ADDR_TYPE = re.compile(r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+\Z")
+_NOTIFY = {"SUCCESS", "FAILURE", "DELAY"}
+
+
+def check_dsn_mail(params: Dict[str, Optional[str]]) -> Dict[str, str]:
+    """Validate RET and ENVID; the DSN settings to keep on the transaction."""
+    dsn: Dict[str, str] = {}
+    if "ret" in params:
+        ret = (params["ret"] or "").upper()
+        if ret not in ("FULL", "HDRS"):
+            raise ParseError("RET must be FULL or HDRS")
+        dsn["ret"] = ret
+    if "envid" in params:
+        envid = params["envid"] or ""
+        if not envid or len(envid) > 100 or not _XTEXT.match(envid):
+            raise ParseError("ENVID must be 1-100 characters of xtext (RFC 3461 4.4)")
+        dsn["envid"] = envid
+    return dsn
+
+
+def check_dsn_rcpt(params: Dict[str, Optional[str]]) -> Dict[str, object]:
+    """Validate NOTIFY and ORCPT; the DSN settings to keep on the recipient."""
+    dsn: Dict[str, object] = {}
+    if "notify" in params:
+        words = [w.upper() for w in (params["notify"] or "").split(",")]
+        if words != ["NEVER"] and (not set(words) <= _NOTIFY or len(set(words)) != len(words) or not words[0]):
+            raise ParseError("NOTIFY must be NEVER or a list of SUCCESS, FAILURE, DELAY")
+        dsn["notify"] = words
+    if "orcpt" in params:
+        addr_type, semicolon, address = (params["orcpt"] or "").partition(";")
+        if not semicolon or not _ADDR_TYPE.match(addr_type) or not address or not _XTEXT.match(address) \
+                or len(params["orcpt"]) > 500:
+            raise ParseError("ORCPT must be addr-type;xtext (RFC 3461 4.2)")
+        dsn["orcpt"] = params["orcpt"]
+    return dsn

@@ -75,6 +75,11 @@ class DataReceiver:
         self.done = end >= 0
         return resume
 
+    def finish(self) -> None:
+        """The data has ended without an end-of-data line (BDAT LAST)."""
+        self._finish_header()
+        self.done = True
+
     def _feed_header(self, buf: bytearray, start: int) -> int:
         while True:
             if self._after_crlf and buf[start:start + 3] == b".\r\n":
@@ -147,3 +152,40 @@ class DataReceiver:
             self.too_big = True
         if not self.rejected:
             self.transaction.body_write(data)
+
+
+class ChunkReceiver:
+    """BDAT (RFC 3030) chunks, passed to a DataReceiver as the line stream DATA would carry.
+
+    Chunks are octet-counted, so nothing in them can end the message early.
+    They are cut at line ends, dot-stuffed (the receiver unstuffs) and read
+    in ``normalize`` mode: a bare CR or LF becomes a line break in the spool,
+    never a CR that a later hop could misread.
+    """
+
+    def __init__(self, receiver: DataReceiver) -> None:
+        self.receiver = receiver
+        receiver.normalize = True
+        self._pending = bytearray()
+        self._line_start = True  # the next byte starts a line after CRLF
+
+    def lines(self, data: bytes, last: bool) -> bytes:
+        """Complete lines of the chunk stream so far (all of it when ``last``), dot-stuffed."""
+        pending = self._pending
+        pending += data
+        cut = len(pending) if last else pending.rfind(b"\n") + 1
+        if last and pending and not pending.endswith(b"\n"):
+            pending += b"\r\n"
+            cut = len(pending)
+        if not cut and len(pending) > self.receiver._pending_limit:
+            self.receiver.line_too_long = True  # a line longer than any may be; keep memory bounded
+            cut = len(pending)
+        piece = bytes(pending[:cut])
+        del pending[:cut]
+        if not piece:
+            return b""
+        stuffed = piece.replace(b"\r\n.", b"\r\n..")
+        if self._line_start and piece[:1] == b".":
+            stuffed = b"." + stuffed
+        self._line_start = piece.endswith(b"\r\n")
+        return stuffed

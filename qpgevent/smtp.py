@@ -11,13 +11,16 @@ import traceback
 from email.utils import formatdate
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
+import gevent
+
 from . import replies as R
+from . import sasl
 from .address import Address, AddressError
-from .command import ParseError, parse_path_command, parse_words
+from .command import ParseError, check_dsn_mail, check_dsn_rcpt, parse_path_command, parse_words
 from .connection import Connection
 from .constants import (DECLINED, DENY, DENY_DISCONNECT, DENYSOFT, DENYSOFT_DISCONNECT, DONE, LOGDEBUG,
                         LOGERROR, LOGINFO, OK)
-from .data import DataReceiver
+from .data import ChunkReceiver, DataReceiver
 from .hooks import HookResult, PluginFailure
 from .replies import Reply, format_reply, match_class, split_lines, status_for
 from .transaction import Transaction
@@ -25,6 +28,7 @@ from .transaction import Transaction
 MAX_COMMAND_LINE = 512  # RFC 5321 4.5.3.1.4, CRLF included
 MAX_AUTH_LINE = 12288  # RFC 4954 4: SASL responses may be this long
 _VERB = re.compile(r"\w{1,12}\Z")
+_BDAT = re.compile(r"(\d{1,15})(?: +(LAST))? *\Z", re.IGNORECASE)
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
@@ -50,6 +54,13 @@ class Session:
         self.env: Dict[str, str] = {}
         self.auth_user: Optional[str] = None
         self.auth_mechanism: Optional[str] = None
+        self.auth_failures = 0
+        self._sasl: Optional[sasl.Exchange] = None  # an AUTH exchange waiting for the client's answer
+        self._chunk_left = 0  # BDAT octets still to read
+        self._chunk: Optional[ChunkReceiver] = None
+        self._chunk_last = False
+        self._chunk_error: Optional[tuple] = None  # (reply, messages) for a BDAT we read but refuse
+        self._input_reset = False  # STARTTLS: drop whatever the client sent before the handshake
         self._buffer = bytearray()
         self._out: List[bytes] = []
         self._skip_line = False  # the rest of an overlong command line is being dropped
@@ -99,6 +110,11 @@ class Session:
         position = 0
         try:
             while not self.closed:
+                if self._chunk_left:
+                    position = self._feed_chunk(buf, position)
+                    if self._chunk_left:
+                        break
+                    continue
                 receiver = self.receiver
                 if receiver is not None:
                     before = (position, receiver.in_header)
@@ -117,7 +133,13 @@ class Session:
                 if self._skip_line:
                     self._skip_line = False
                     continue
-                self._command_line(line)
+                if self._sasl is not None:
+                    self._guarded("auth", self._sasl_line, line)
+                else:
+                    self._command_line(line)
+                if self._input_reset:
+                    self._input_reset = False
+                    position = len(buf)
         except Disconnect:
             self.disconnect()
         finally:
@@ -126,8 +148,9 @@ class Session:
 
     def eof(self) -> None:
         """The client closed its side."""
-        if self.receiver is not None:
-            self.receiver = None
+        if self.receiver is not None or self._chunk_left or self._chunk is not None:
+            self.receiver = self._chunk = None
+            self._chunk_left = 0
             self.reply(R.DATA_INCOMPLETE)
         self.disconnect()
         self.flush()
@@ -146,7 +169,8 @@ class Session:
 
     def read_timeout(self) -> float:
         """Seconds to wait for the client: ``timeoutsmtpd`` or ``timeout`` for commands, ``timeout`` in DATA."""
-        value = None if self.receiver is not None else self.config("timeoutsmtpd")
+        in_data = self.receiver is not None or self._chunk_left
+        value = None if in_data else self.config("timeoutsmtpd")
         try:
             return float(value or self.config("timeout") or 300)
         except ValueError:
@@ -258,6 +282,28 @@ class Session:
         self.run_hooks("post-connection", failures="log")
         self.transaction.close()
 
+    def start_tls(self, context: Any, timeout: float, reset: bool = True) -> None:
+        """Turn the connection into TLS; plugins (``tls``) call this after their ``220``.
+
+        Whatever the client sent after the command is thrown away, never read
+        as commands on the secure channel (CVE-2011-0411).  With ``reset`` the
+        HELO and the transaction are forgotten, so the client must EHLO again
+        (RFC 3207 4.2).  Raises OSError (or TimeoutError) when the handshake fails.
+        """
+        self.flush()
+        self._buffer.clear()
+        self._input_reset = True
+        self.transport.start_tls(context, timeout)
+        self.socket = self.transport.socket
+        notes = self.connection.notes
+        notes["tls_enabled"] = True
+        notes["tls_version"] = self.socket.version()
+        notes["tls_cipher"] = self.socket.cipher()[0]
+        notes["tls_peer_certificate"] = self.socket.getpeercert()
+        if reset:
+            self.connection.hello = self.connection.hello_host = None
+            self.reset_transaction()
+
     def greeting(self) -> str:
         custom = self.config("smtpgreeting")
         if custom:
@@ -303,21 +349,27 @@ class Session:
         rest = rest.lstrip(" ")
         lower = verb.lower()
         self.log(LOGDEBUG, "dispatching %s" % ("AUTH <hidden credentials>" if lower == "auth" else line))
+        if lower:
+            self.command_counter += 1
+        method = self.verbs.get(lower) if _VERB.match(verb or "-") else None
+        if method is None:
+            self._guarded(lower, self._unrecognized, lower, rest)
+        else:
+            self._guarded(lower, method, self, rest)
+
+    def _guarded(self, verb: str, function: Callable, *args: Any) -> None:
+        """Run a command handler; a plugin failure or a bug is a 451, never a dead session."""
         try:
-            if lower:
-                self.command_counter += 1
-            method = self.verbs.get(lower) if _VERB.match(verb or "-") else None
-            if method is None:
-                self._unrecognized(lower, rest)
-            else:
-                method(self, rest)
+            function(*args)
         except PluginFailure:
+            self._sasl = None
             self.reply(R.PLUGIN_FAILED)
         except Disconnect:
             raise
         except Exception:
-            self.log(LOGERROR, "command %r failed unexpectedly:\n%s" % (lower, traceback.format_exc()))
-            self.reply(R.INTERNAL_ERROR, detail="command '%s' failed unexpectedly" % lower)
+            self._sasl = None
+            self.log(LOGERROR, "command %r failed unexpectedly:\n%s" % (verb, traceback.format_exc()))
+            self.reply(R.INTERNAL_ERROR, detail="command '%s' failed unexpectedly" % verb)
 
     def _unrecognized(self, verb: str, rest: str) -> None:
         result = self.run_hooks("unrecognized_command", verb, rest)
@@ -368,10 +420,13 @@ class Session:
     def ehlo_keywords(self) -> List[str]:
         """The extensions EHLO advertises, plugins' ``capabilities`` notes included."""
         databytes = self.databytes()
-        keywords = ["PIPELINING", "8BITMIME", "ENHANCEDSTATUSCODES", "SIZE %d" % databytes if databytes else "SIZE"]
+        keywords = ["PIPELINING", "8BITMIME", "ENHANCEDSTATUSCODES", "SIZE %d" % databytes if databytes else "SIZE",
+                    "SMTPUTF8", "CHUNKING", "BINARYMIME", "DSN"]
         keywords.extend(self.smtpd.capabilities)
         keywords.extend(self.transaction.notes.get("capabilities", ()))
         keywords.extend(self.connection.notes.get("capabilities", ()))
+        if self._auth_offered():
+            keywords.append("AUTH " + " ".join(self.auth_mechanisms()))
         return keywords
 
     def databytes(self) -> int:
@@ -462,13 +517,19 @@ class Session:
                 self.reply(R.MAIL_TOO_BIG, databytes=databytes)
                 return
         body = params.get("body")
-        if body is not None and body.upper() not in ("7BIT", "8BITMIME"):
+        if body is not None and body.upper() not in ("7BIT", "8BITMIME", "BINARYMIME"):
+            self.reply(R.SYNTAX_PARAMETERS)
+            return
+        if params.get("smtputf8", None) is not None or ("auth" in params and not params["auth"]):
             self.reply(R.SYNTAX_PARAMETERS)
             return
         try:
-            sender = Address.parse(path, utf8=self._utf8(params))
-        except AddressError:
-            self.reply(R.MAIL_SYNTAX)
+            transaction.dsn = check_dsn_mail(params)
+        except ParseError as exc:
+            self.respond(501, str(exc), status="5.5.4")
+            return
+        sender = self._address(path, "smtputf8" in params, R.MAIL_SYNTAX)
+        if sender is None:
             return
         result = self.run_hooks("mail", sender, params=params)
         fields = {"addr": sender.format()}
@@ -480,8 +541,16 @@ class Session:
         transaction.notes["mail_parameters"] = params
         self.reply(R.MAIL_OK, result.messages if result.rc == OK else (), **fields)
 
-    def _utf8(self, params: dict) -> bool:
-        return "smtputf8" in params
+    def _address(self, path: str, utf8: bool, syntax_error: Reply) -> Optional[Address]:
+        """Parse a path; None once the client has been told why it does not parse."""
+        if not utf8 and not path.isascii():
+            self.reply(R.NEED_SMTPUTF8)
+            return None
+        try:
+            return Address.parse(path, utf8=utf8)
+        except AddressError:
+            self.reply(syntax_error)
+            return None
 
     def smtp_rcpt(self, rest: str) -> None:
         self.connection.notes["envelope_rcpt"] = rest
@@ -493,12 +562,16 @@ class Session:
         if parsed is None:
             return
         path, params = parsed
-        try:
-            recipient = Address.parse(path, utf8="smtputf8" in transaction.notes.get("mail_parameters", {}))
-            if recipient.is_null:
-                raise AddressError("null recipient")
-        except AddressError:
+        recipient = self._address(path, "smtputf8" in transaction.notes.get("mail_parameters", {}), R.RCPT_SYNTAX)
+        if recipient is None:
+            return
+        if recipient.is_null:
             self.reply(R.RCPT_SYNTAX)
+            return
+        try:
+            recipient.notes["dsn"] = check_dsn_rcpt(params)
+        except ParseError as exc:
+            self.respond(501, str(exc), status="5.5.4")
             return
         if self.smtpd.max_rcpt and len(transaction.recipients) >= self.smtpd.max_rcpt:
             self.reply(R.RCPT_TOO_MANY)
@@ -525,6 +598,12 @@ class Session:
             self.reset_transaction()
             return
         self._refused(result, R.DATA_DENY, R.DATA_DENYSOFT, R.DATA_DENY, R.DATA_DENYSOFT)
+        if self._chunk is not None:
+            self.reply(R.DATA_AFTER_BDAT)
+            return
+        if (self.transaction.notes.get("mail_parameters", {}).get("body") or "").upper() == "BINARYMIME":
+            self.reply(R.BINARYMIME_NEEDS_BDAT)
+            return
         if self.transaction.sender is None:
             self.reply(R.DATA_NO_MAIL)
             return
@@ -642,7 +721,171 @@ class Session:
         if post.rc not in (OK, 0, DECLINED):
             self.log(LOGERROR, "queue_post: %s" % " ".join(map(str, post.messages)))
 
+    # -- BDAT (RFC 3030) -------------------------------------------------------------
+    def smtp_bdat(self, rest: str) -> None:
+        found = _BDAT.match(rest)
+        if not found:
+            # Without a size we cannot know where the chunk ends: the rest would be misread.
+            self.reply(R.BDAT_SYNTAX)
+            raise Disconnect
+        self._chunk_left = self._chunk_size = int(found.group(1))
+        self._chunk_last = found.group(2) is not None
+        if self._chunk is None:
+            self._chunk_error = self._bdat_refusal()
+            if self._chunk_error is None:
+                smtpd = self.smtpd
+                binary = (self.transaction.notes["mail_parameters"].get("body") or "").upper() == "BINARYMIME"
+                receiver = DataReceiver(self.transaction, self.databytes(), 0 if binary else smtpd.max_line_length)
+                self._chunk = ChunkReceiver(receiver)
+        if not self._chunk_left:
+            self._end_chunk()
+
+    def _bdat_refusal(self) -> Optional[tuple]:
+        """Why the first chunk of a transaction is refused (its octets are read all the same), or None."""
+        if self.transaction.sender is None:
+            return R.DATA_NO_MAIL, ()
+        if not self.transaction.recipients:
+            return R.DATA_NO_RCPT, ()
+        try:
+            result = self.run_hooks("data")
+        except PluginFailure:
+            return R.PLUGIN_FAILED, ()
+        if result.rc in (DENY, DENY_DISCONNECT):
+            return R.DATA_DENY, result.messages
+        if result.rc in (DENYSOFT, DENYSOFT_DISCONNECT):
+            return R.DATA_DENYSOFT, result.messages
+        return None
+
+    def _feed_chunk(self, buf: bytearray, position: int) -> int:
+        take = min(len(buf) - position, self._chunk_left)
+        data = bytes(buf[position:position + take])
+        self._chunk_left -= take
+        if self._chunk is not None and self._chunk_error is None:
+            self._pass_chunk(self._chunk.lines(data, last=False))
+        if not self._chunk_left:
+            self._end_chunk()
+        return position + take
+
+    def _pass_chunk(self, stuffed: bytes) -> None:
+        receiver = self._chunk.receiver
+        data, position = bytearray(stuffed), 0
+        while position < len(data):
+            before = (position, receiver.in_header)
+            position = receiver.feed(data, position)
+            if receiver.headers_ready:
+                receiver.headers_ready = False
+                self._headers_end()
+            if (position, receiver.in_header) == before:
+                break
+
+    def _end_chunk(self) -> None:
+        if self._chunk_error is not None:
+            reply, messages = self._chunk_error
+            self._chunk_error = self._chunk = None
+            self.reply(reply, messages)
+            self.reset_transaction()
+            return
+        if not self._chunk_last:
+            self.reply(R.BDAT_OK, size=self._chunk_size)
+            return
+        chunk, self._chunk = self._chunk, None
+        self._pass_chunk(chunk.lines(b"", last=True))
+        chunk.receiver.finish()
+        try:
+            self._end_of_data(chunk.receiver)
+        except PluginFailure:
+            self.reply(R.PLUGIN_FAILED)
+            self.reset_transaction()
+
+    # -- AUTH (RFC 4954) ----------------------------------------------------------------
+    def auth_mechanisms(self) -> List[str]:
+        """SASL mechanisms some plugin checks: all three with a generic ``auth`` hook."""
+        if self.registry.has("auth"):
+            return list(sasl.MECHANISMS)
+        return [m for m in sasl.MECHANISMS if self.registry.has("auth-" + m.lower())]
+
+    def _tls_required(self) -> bool:
+        return not self.connection.notes.get("tls_enabled") and self.config("tls_before_auth", "1") != "0"
+
+    def _auth_offered(self) -> bool:
+        return not self.auth_user and not self._tls_required() and bool(self.auth_mechanisms())
+
+    def smtp_auth(self, rest: str) -> None:
+        mechanisms = self.auth_mechanisms()
+        if not mechanisms:
+            self._unrecognized("auth", rest)
+            return
+        if self.connection.hello != "ehlo":
+            self.reply(R.AUTH_NEEDS_EHLO)
+        elif self._tls_required():
+            self.reply(R.AUTH_NEEDS_TLS)
+        elif self.auth_user:
+            self.reply(R.AUTH_AGAIN)
+        elif self.transaction.sender is not None:
+            self.reply(R.AUTH_IN_TRANSACTION)
+        else:
+            words = self._parse("auth_parse", "auth", rest, parse_words)
+            if words is None:
+                return
+            if not words or len(words) > 2:
+                self.reply(R.SYNTAX_COMMAND)
+                return
+            mechanism = str(words[0]).upper()
+            if mechanism not in mechanisms:
+                self.reply(R.AUTH_UNKNOWN_MECHANISM, mechanism=mechanism.lower())
+                return
+            initial = None if len(words) == 1 else ("" if words[1] == "=" else str(words[1]))
+            exchange = sasl.Exchange(mechanism, self.me)
+            self._sasl_step(exchange, exchange.start(initial))
+
+    def _sasl_line(self, raw: bytes) -> None:
+        exchange, self._sasl = self._sasl, None
+        try:
+            line = raw.rstrip(b"\r\n").decode("ascii")
+        except UnicodeDecodeError:
+            line = "?"  # not base64: the exchange says so
+        self._sasl_step(exchange, exchange.step(line))
+
+    def _sasl_step(self, exchange: sasl.Exchange, step: Any) -> None:
+        if isinstance(step, sasl.Challenge):
+            self._sasl = exchange
+            self.respond(334, step.text, status=None)
+        elif isinstance(step, sasl.Failure):
+            self._auth_failed(lambda: self.respond(step.code, step.text, status=step.status))
+        else:
+            self._check_credentials(step)
+
+    def _check_credentials(self, credentials: sasl.Credentials) -> None:
+        mechanism = credentials.mechanism
+        args = (mechanism.lower(), credentials.user, credentials.password, credentials.digest, credentials.ticket)
+        result = self.run_hooks("auth-" + mechanism.lower(), *args)
+        if result.rc in (DECLINED, 0):
+            result = self.run_hooks("auth", *args)
+        user = credentials.user.replace("\r", "").replace("\n", "")
+        detail = (" - " + " ".join(map(str, result.messages))) if result.messages else ""
+        if result.rc == OK:
+            self.auth_user, self.auth_mechanism = user, mechanism
+            self.connection.relay_client = True
+            self.connection.notes.pop("naughty", None)
+            self.reply(R.AUTH_OK, mechanism=mechanism, user=user, detail=detail)
+            return
+        self.log(LOGINFO, "authentication failed for %s (%s)" % (user, mechanism))
+        self._auth_failed(lambda: self.reply(R.AUTH_FAILED, mechanism=mechanism, user=user,
+                                             ip=self.connection.remote_ip, detail=detail))
+
+    def _auth_failed(self, answer: Callable) -> None:
+        """Answer a failed attempt after a growing pause; too many end the session."""
+        self.auth_failures += 1
+        delay = float(self.config("auth_failure_delay", "1")) * self.auth_failures
+        if delay:
+            gevent.sleep(min(delay, 10.0))
+        answer()
+        if self.auth_failures >= int(self.config("auth_max_failures", "3")):
+            self.reply(R.AUTH_TOO_MANY)
+            raise Disconnect
+
     def smtp_rset(self, rest: str) -> None:
+        self._chunk = self._chunk_error = None
         self.receiver = None
         self.reset_transaction()
         self.reply(R.RSET_OK)

@@ -68,9 +68,9 @@ class Smtpd:
             entry = self.config.entries("bare_newline")[0]
             raise ConfigError("bare_newline must be 'reject' or 'normalize', not %r" % self.bare_newline, entry.path, entry.line)
         self.loglevel = _positive_int(self.config, "loglevel", LOGWARN)
-        # Extra MAIL/RCPT parameters plugins accept (lower case); the core knows SIZE and BODY.
-        self.mail_parameters = {"size", "body"}
-        self.rcpt_parameters: set = set()
+        # MAIL/RCPT parameters the core accepts (lower case); a plugin may add its own.
+        self.mail_parameters = {"size", "body", "smtputf8", "auth", "ret", "envid"}
+        self.rcpt_parameters = {"notify", "orcpt"}
         self.capabilities: List[str] = []
         self.log_threshold = self.loglevel
         if load:

@@ -27,6 +27,7 @@ class Transaction:
         self.recipients: List[Address] = []
         self.header: Optional[Header] = None
         self.notes: dict = {}
+        self.dsn: dict = {}  # RFC 3461 RET and ENVID from MAIL; NOTIFY/ORCPT are in recipient.notes["dsn"]
         self.spool_dir = spool_dir
         self.size_threshold = size_threshold
         self.data_size = 0

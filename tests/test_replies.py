@@ -13,7 +13,8 @@ REPLY_LINE = re.compile(rb"[2-5][0-5][0-9][ -][\t\x20-\x7e]*\r\n\Z")
 FIELD_VALUES = {
     "me": "mx.test", "version": "1.2.3", "remote_info": "client.test", "remote_ip": "192.0.2.1",
     "addr": "<a@b.test>", "databytes": "1000", "param": "FOO", "limit": "1000", "where": "a command",
-    "detail": "command 'mail' failed unexpectedly", "verb": "helo",
+    "detail": "command 'mail' failed unexpectedly", "verb": "helo", "ip": "192.0.2.1",
+    "size": "100", "mechanism": "PLAIN", "user": "u@b.test",
 }
 NO_ENHANCED_STATUS = {"GREETING", "HELO_OK", "EHLO_OK", "DATA_GO_AHEAD"}
 
