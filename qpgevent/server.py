@@ -2,6 +2,10 @@
 
 One greenlet per connection; ``qpgevent.cli`` has monkey-patched the process
 before this module is imported, so plugins may block as they please.
+
+With ``--workers 1`` (the default) this one process serves.  With more, the
+supervisor in ``qpgevent.master`` binds, forks the workers and watches them;
+each worker runs ``run_worker`` below: the same server on the inherited sockets.
 """
 import argparse
 import collections
@@ -12,7 +16,7 @@ import signal
 import socket
 import sys
 import traceback
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import gevent
 from gevent.event import Event
@@ -22,6 +26,7 @@ from . import replies as R
 from .connection import Connection
 from .constants import LOGERROR, LOGINFO, LOGNOTICE, LOGWARN
 from .errors import ConfigError
+from .hooks import HOOKS
 from .netlist import ip_in
 from .proxy import MAX_HEADER as MAX_PROXY_HEADER, ProxyError, parse as parse_proxy
 from .replies import format_reply
@@ -32,6 +37,15 @@ from .transport import SocketTransport
 DEFAULT_PORT = 2525
 SMTPS_PORT = 465
 PROXY_TIMEOUT = 10.0  # seconds a trusted proxy has to send its header
+HEARTBEAT_INTERVAL = 1.0  # seconds between a worker's heartbeats to the master
+EX_CONFIG = 78  # sysexits.h: the configuration is broken
+
+
+class Listener(NamedTuple):
+    """A bound, listening socket and whether it speaks implicit TLS."""
+
+    socket: socket.socket
+    smtps: bool
 
 
 def parse_listen(value: str, default_port: int) -> Tuple[str, int]:
@@ -47,6 +61,32 @@ def parse_listen(value: str, default_port: int) -> Tuple[str, int]:
         return host, int(port) if port else default_port
     except ValueError:
         raise argparse.ArgumentTypeError("bad port in listen address %r" % value) from None
+
+
+def worker_count(value: str) -> int:
+    """``--workers``: a number of 1 or more, or ``auto`` for one per usable core."""
+    if value == "auto":
+        try:
+            return len(os.sched_getaffinity(0))
+        except AttributeError:  # not Linux
+            return os.cpu_count() or 1
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError("--workers takes a number of 1 or more, or 'auto', not %r" % value)
+    return count
+
+
+def seconds(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not number >= 0:
+        raise argparse.ArgumentTypeError("%r is not a number of seconds" % value)
+    return number
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,6 +105,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pid-file", help="write the pid here; refuse to start if that pid is alive")
     parser.add_argument("-d", "--detach", action="store_true", help="run in the background")
     parser.add_argument("-H", "--no-rdns", action="store_true", help="do not look up the client's host name")
+    parser.add_argument("-w", "--workers", type=worker_count, default=1, metavar="N|auto",
+                        help="worker processes under a supervising master; 'auto' is one per core (default 1: "
+                             "a single process, no master); -c and -m then count per worker")
+    parser.add_argument("--graceful-timeout", type=seconds, default=30.0, metavar="SECONDS",
+                        help="on SIGTERM (or when a reload retires a worker), sessions get this long to finish "
+                             "before they are told 421 (default 30)")
+    parser.add_argument("--heartbeat-timeout", type=seconds, default=30.0, metavar="SECONDS",
+                        help="the master kills and replaces a worker silent this long (default 30)")
+    parser.add_argument("--check-config", action="store_true",
+                        help="load the config and every plugin, print each hook with its plugins in run order, exit")
     return parser
 
 
@@ -104,6 +154,51 @@ def reverse_lookup(ip: str, seconds: float = 5.0) -> Optional[str]:
     return None
 
 
+def bind_listeners(options: argparse.Namespace) -> List[Listener]:
+    """Bind and listen on every ``-l`` and ``--smtps-listen`` address; ConfigError if one is taken."""
+    plain = options.listen_address or ([] if options.smtps_listen else ["127.0.0.1"])
+    listeners = []
+    for value, smtps in [(v, False) for v in plain] + [(v, True) for v in options.smtps_listen]:
+        host, port = parse_listen(value, SMTPS_PORT if smtps else options.port)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            sock.close()
+            for listener in listeners:
+                listener.socket.close()
+            raise ConfigError("cannot listen on %s port %d: %s" % (host, port, exc.strerror)) from None
+        sock.listen(1024)
+        listeners.append(Listener(sock, smtps))
+    return listeners
+
+
+def check_plugins(smtpd: Smtpd, options: argparse.Namespace) -> None:
+    """Refuse a configuration that cannot serve the listeners asked for."""
+    if options.smtps_listen and "tls" not in [plugin.name for plugin in smtpd.plugins]:
+        raise ConfigError("--smtps-listen needs the tls plugin; add 'tls CERT KEY' to %s"
+                          % (smtpd.config.path("plugins") or "config/plugins"))
+
+
+def load_smtpd(options: argparse.Namespace) -> Smtpd:
+    """The config and plugins, loaded and checked against the options; ConfigError if broken."""
+    smtpd = Smtpd(options.config_dir)
+    check_plugins(smtpd, options)
+    return smtpd
+
+
+def reopen_logs(smtpd: Smtpd) -> None:
+    """SIGUSR1: logging plugins with a module-level ``reopen()`` reopen their files (after logrotate)."""
+    for plugin in smtpd.plugins:
+        reopen = getattr(plugin.module, "reopen", None)
+        if callable(reopen):
+            reopen()
+
+
 class Server:
     """Accepts connections on every listener and runs one session per connection."""
 
@@ -115,27 +210,15 @@ class Server:
         self.sessions: set = set()
 
     def bind(self) -> None:
-        plain = self.options.listen_address or ([] if self.options.smtps_listen else ["127.0.0.1"])
-        for value, smtps in [(v, False) for v in plain] + [(v, True) for v in self.options.smtps_listen]:
-            host, port = parse_listen(value, SMTPS_PORT if smtps else self.options.port)
-            family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            sock = socket.socket(family, socket.SOCK_STREAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            try:
-                sock.bind((host, port))
-            except OSError as exc:
-                raise ConfigError("cannot listen on %s port %d: %s" % (host, port, exc.strerror)) from None
-            sock.listen(1024)
-            listener = StreamServer(sock, self.handle_smtps if smtps else self.handle)
-            self.listeners.append(listener)
+        self.serve_on(bind_listeners(self.options))
+
+    def serve_on(self, listeners: List[Listener]) -> None:
+        """Accept on sockets already bound (here, or by the master before it forked this worker)."""
+        for listener in listeners:
+            self.listeners.append(StreamServer(listener.socket, self.handle_smtps if listener.smtps else self.handle))
 
     def check_plugins(self, smtpd: Smtpd) -> None:
-        """Refuse a configuration that cannot serve the listeners asked for."""
-        if self.options.smtps_listen and "tls" not in [plugin.name for plugin in smtpd.plugins]:
-            raise ConfigError("--smtps-listen needs the tls plugin; add 'tls CERT KEY' to %s"
-                              % (smtpd.config.path("plugins") or "config/plugins"))
+        check_plugins(smtpd, self.options)
 
     @property
     def addresses(self) -> List[Tuple[str, int]]:
@@ -272,46 +355,34 @@ def raise_fd_limit() -> None:
             pass
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    options = build_parser().parse_args(argv)
+def check_config(options: argparse.Namespace) -> int:
+    """--check-config: load everything; print ``hook: plugin, plugin`` in run order, or the error."""
     try:
-        raise_fd_limit()
-        server = Server(None, options)
-        server.bind()
-        if options.pid_file:
-            check_pid_file(options.pid_file)
-        if options.user:
-            gevent.get_hub().threadpool  # imported lazily; the new user may not be able to read it
-            drop_privileges(options.user)
-        server.smtpd = Smtpd(options.config_dir)
-        server.check_plugins(server.smtpd)
+        smtpd = load_smtpd(options)
     except ConfigError as exc:
         sys.stderr.write("qpsmtpd-server: %s\n" % exc)
-        return 78  # EX_CONFIG
-    if options.detach:
-        detach()
-    if options.pid_file:
-        with open(options.pid_file, "w") as handle:
-            handle.write("%d\n" % os.getpid())
+        return EX_CONFIG
+    for hook in HOOKS:
+        plugins = smtpd.registry.plugins_for(hook)
+        if plugins:
+            print("%s: %s" % (hook, ", ".join(plugins)))
+    print("configuration ok: %d plugins from %s" % (len(smtpd.plugins), smtpd.config.directory))
+    return 0
+
+
+def serve(server: Server, options: argparse.Namespace) -> int:
+    """The single-process daemon: serve until SIGTERM/SIGINT; SIGHUP reloads in place."""
     stopping = Event()
 
     def reload() -> None:
         try:
-            smtpd = Smtpd(options.config_dir)
-            server.check_plugins(smtpd)
-            server.smtpd = smtpd
+            server.smtpd = load_smtpd(options)
             server.smtpd.log(LOGNOTICE, "configuration reloaded")
         except ConfigError as exc:
             server.smtpd.log(LOGERROR, "reload refused, keeping the old configuration: %s" % exc)
 
-    def reopen_logs() -> None:
-        for plugin in server.smtpd.plugins:
-            reopen = getattr(plugin.module, "reopen", None)
-            if callable(reopen):
-                reopen()
-
     gevent.signal_handler(signal.SIGHUP, reload)
-    gevent.signal_handler(signal.SIGUSR1, reopen_logs)
+    gevent.signal_handler(signal.SIGUSR1, lambda: reopen_logs(server.smtpd))
     gevent.signal_handler(signal.SIGTERM, stopping.set)
     gevent.signal_handler(signal.SIGINT, stopping.set)
     server.start()
@@ -319,10 +390,92 @@ def main(argv: Optional[List[str]] = None) -> int:
         server.smtpd.log(LOGWARN, "listening on %s port %d" % (host, port))
     stopping.wait()
     server.smtpd.log(LOGWARN, "shutting down")
-    server.stop()
-    if options.pid_file:
-        try:
-            os.unlink(options.pid_file)
-        except OSError:
-            pass
+    server.stop(options.graceful_timeout)
     return 0
+
+
+def run_worker(options: argparse.Namespace, listeners: List[Listener], heartbeat: int) -> int:
+    """One worker process, forked by the master: load the config, serve, stop when told to.
+
+    ``heartbeat`` is the write end of a pipe the master reads: one byte a
+    second proves this worker's event loop is alive (the first one also says
+    it is serving).  The worker loads its own plugins, so a reload takes
+    effect by replacing workers.  If the master vanishes the worker stops.
+    """
+    gevent.reinit()
+    master = os.getppid()
+    try:
+        smtpd = load_smtpd(options)
+    except ConfigError as exc:
+        sys.stderr.write("qpsmtpd-server: worker %d: %s\n" % (os.getpid(), exc))
+        return EX_CONFIG
+    server = Server(smtpd, options)
+    server.serve_on(listeners)
+    stopping = Event()
+    gevent.signal_handler(signal.SIGTERM, stopping.set)
+    gevent.signal_handler(signal.SIGINT, stopping.set)
+    gevent.signal_handler(signal.SIGUSR1, lambda: reopen_logs(smtpd))
+    server.start()
+    smtpd.log(LOGINFO, "worker serving")
+    beats = gevent.spawn(send_heartbeats, heartbeat, master, stopping.set)
+    stopping.wait()
+    smtpd.log(LOGINFO, "worker stopping: %d sessions to finish" % len(server.sessions))
+    server.stop(options.graceful_timeout)
+    beats.kill()
+    return 0
+
+
+def send_heartbeats(fd: int, master: int, master_gone: Callable[[], None]) -> None:
+    """Write a byte to the master every second, for as long as this worker lives."""
+    while True:
+        try:
+            os.write(fd, b".")
+        except BlockingIOError:
+            pass  # the master is busy; the pipe already holds beats for it
+        except OSError:
+            master_gone()
+            return
+        if os.getppid() != master:
+            master_gone()
+            return
+        gevent.sleep(HEARTBEAT_INTERVAL)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    options = build_parser().parse_args(argv)
+    if options.check_config:
+        return check_config(options)
+    try:
+        raise_fd_limit()
+        listeners = bind_listeners(options)
+        if options.pid_file:
+            check_pid_file(options.pid_file)
+        if options.user:
+            gevent.get_hub().threadpool  # imported lazily; the new user may not be able to read it
+            drop_privileges(options.user)
+        smtpd = load_smtpd(options)
+    except ConfigError as exc:
+        sys.stderr.write("qpsmtpd-server: %s\n" % exc)
+        return EX_CONFIG
+    if options.detach:
+        detach()
+    if options.pid_file:
+        with open(options.pid_file, "w") as handle:
+            handle.write("%d\n" % os.getpid())
+    try:
+        if options.workers > 1:
+            from .master import Master
+            master = Master(options.workers, smtpd, load=lambda: load_smtpd(options),
+                            run_worker=lambda heartbeat: run_worker(options, listeners, heartbeat),
+                            reopen_logs=reopen_logs, listeners=[listener.socket for listener in listeners],
+                            graceful_timeout=options.graceful_timeout, heartbeat_timeout=options.heartbeat_timeout)
+            return master.run()
+        server = Server(smtpd, options)
+        server.serve_on(listeners)
+        return serve(server, options)
+    finally:
+        if options.pid_file:
+            try:
+                os.unlink(options.pid_file)
+            except OSError:
+                pass

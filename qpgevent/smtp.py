@@ -664,7 +664,13 @@ class Session:
         if transaction.notes.get("plugin_failed"):
             raise PluginFailure("data_headers_end", "?", "failed earlier")
         self.run_hooks("data_post_headers", failures="log")
+        authserv_id = self.config("me-auth-results") or self.me
+        if authserv_id != "none":
+            clean_authentication_results(transaction.header)
         transaction.header.add("Received", self.received_line(), 0)
+        results = self.authentication_results(authserv_id) if authserv_id != "none" else None
+        if results:
+            transaction.header.add("Authentication-Results", results, 0)
         result = self.run_hooks("data_post")
         rc = result.rc
         if rc == DONE:
@@ -680,16 +686,38 @@ class Session:
     def received_line(self) -> str:
         """The Received value: a ``received_line`` plugin's lines, or the default."""
         connection = self.connection
-        proto = "ESMTP" if connection.hello == "ehlo" else "SMTP"
-        if connection.hello == "ehlo":
+        # RFC 3848 and RFC 6531 7.1: ESMTP / UTF8SMTP, then S for TLS, A for AUTH.
+        if "smtputf8" in self.transaction.notes.get("mail_parameters", {}):
+            proto = "UTF8SMTP"
+        else:
+            proto = "ESMTP" if connection.hello == "ehlo" else "SMTP"
+        if proto != "SMTP":
             proto += ("S" if connection.notes.get("tls_enabled") else "") + ("A" if self.auth_user else "")
         tls = connection.notes.get("tls_cipher")
+        if tls:
+            tls = "%s %s" % (connection.notes.get("tls_version"), tls)
         result = self.run_hooks("received_line", proto, self.auth_user, tls, failures="log")
         if result.rc == OK and result.messages:
             return "\n".join(str(m) for m in result.messages)
         return "from %s (HELO %s) (%s)\n by %s (qpgevent/%s) with %s%s; %s" % (
             connection.remote_info, connection.hello_host, connection.remote_ip, self.me, self.smtpd.version,
             proto, " (%s encrypted)" % tls if tls else "", formatdate(time.time(), localtime=True))
+
+    def authentication_results(self, authserv_id: str) -> Optional[str]:
+        """The Authentication-Results value (RFC 8601), or None when there is nothing to report.
+
+        It holds the AUTH result (after an AUTH attempt) and what plugins stored
+        with ``store_auth_results`` (SPF, DKIM, DMARC, iprev).
+        """
+        method = None
+        if self.auth_user:
+            method = "auth=pass (%s) smtp.auth=%s" % (self.auth_mechanism, self.auth_user)
+        elif self.auth_failures:
+            method = "auth=fail"
+        stored = self.connection.notes.get("authentication_results")
+        if not (method or stored):
+            return None
+        return "; ".join(filter(None, [authserv_id, method, stored]))
 
     def _queue(self) -> None:
         result = self.run_hooks("queue_pre")
@@ -928,6 +956,17 @@ class Session:
         if result.rc != DONE:
             self.reply(R.QUIT, result.messages)
         raise Disconnect
+
+
+def clean_authentication_results(header: Any) -> None:
+    """Rename the client's Authentication-Results to Original-... so nobody trusts them as ours.
+
+    Left alone when a DKIM signature covers them: renaming would break it.
+    """
+    signed = " ".join(header.get_all("DKIM-Signature")).lower()
+    if re.search(r"\bh\s*=[^;]*\bauthentication-results\b", signed):
+        return
+    header.rename("Authentication-Results", "Original-Authentication-Results")
 
 
 Session.verbs = {name[len("smtp_"):]: function for name, function in vars(Session).items() if name.startswith("smtp_")}
