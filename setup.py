@@ -8,6 +8,7 @@ setup(
     python_requires=">=3.11",
     install_requires=["gevent>=24.2", "dnspython>=2.4", "configobj>=5.0.8"],
     extras_require={"test": ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6"]},
-    scripts=["bin/qpsmtpd-server", "bin/qpsmtpd"],
-    entry_points={"console_scripts": []},
+    # qpgevent.cli patches the standard library with gevent before importing the rest.
+    entry_points={"console_scripts": ["qpsmtpd-server = qpgevent.cli:server_main",
+                                      "qpsmtpd = qpgevent.cli:inetd_main"]},
 )
