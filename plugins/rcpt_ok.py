@@ -11,7 +11,7 @@ Relay clients (``connection.relay_client``, set by ``relay`` or AUTH) may send
 anywhere.  Everything else gets ``550 5.7.1 Relaying denied``.  List this
 plugin after every other rcpt plugin: it is the one that says yes.
 """
-from qpgevent import DECLINED, DENY, LOGINFO, OK
+from qpgevent import DENY, LOGINFO, OK
 
 
 def hook_rcpt(self, transaction, recipient, **params):

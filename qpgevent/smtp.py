@@ -80,20 +80,10 @@ class Session:
         params = dict(remote_ip=connection.remote_ip, remote_port=connection.remote_port,
                       local_ip=connection.local_ip, local_port=connection.local_port, **pre_connection)
         try:
-            result = self.run_hooks("pre-connection", params=params)
-            if result.rc in (DENY, DENY_DISCONNECT):
-                self.reply(R.PRECONNECT_DENY, result.messages)
-                raise Disconnect
-            if result.rc in (DENYSOFT, DENYSOFT_DISCONNECT):
-                self.reply(R.PRECONNECT_DENYSOFT, result.messages)
-                raise Disconnect
+            self._refuse_connection(self.run_hooks("pre-connection", params=params),
+                                    R.PRECONNECT_DENY, R.PRECONNECT_DENYSOFT)
             result = self.run_hooks("connect")
-            if result.rc in (DENY, DENY_DISCONNECT):
-                self.reply(R.CONNECT_DENY, result.messages)
-                raise Disconnect
-            if result.rc in (DENYSOFT, DENYSOFT_DISCONNECT):
-                self.reply(R.CONNECT_DENYSOFT, result.messages)
-                raise Disconnect
+            self._refuse_connection(result, R.CONNECT_DENY, R.CONNECT_DENYSOFT)
             if result.rc != DONE:
                 self.respond(220, self.greeting(), status=None)
         except PluginFailure:
@@ -102,6 +92,15 @@ class Session:
         except Disconnect:
             self.disconnect()
         self.flush()
+
+    def _refuse_connection(self, result: HookResult, deny: Reply, denysoft: Reply) -> None:
+        """Before the greeting every refusal ends the session, with or without ``_DISCONNECT``."""
+        if result.rc in (DENY, DENY_DISCONNECT):
+            self.reply(deny, result.messages)
+            raise Disconnect
+        if result.rc in (DENYSOFT, DENYSOFT_DISCONNECT):
+            self.reply(denysoft, result.messages)
+            raise Disconnect
 
     def feed(self, data: bytes) -> None:
         """Process what the client sent; reply to every complete command in order."""

@@ -66,6 +66,18 @@ def parse_replies(raw: bytes) -> List[Reply]:
     return replies
 
 
+def read_reply(sock: socket.socket, timeout: float = 10.0) -> Reply:
+    """Read one whole reply (every line of it) from a client socket."""
+    sock.settimeout(timeout)
+    data = b""
+    while not data.endswith(b"\r\n") or data.split(b"\r\n")[-2][3:4] != b" ":
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise ConnectionError("server closed the connection after %r" % data)
+        data += chunk
+    return parse_replies(data)[0]
+
+
 def write_config(directory: Union[str, Path], values: Dict[str, Union[str, Sequence[str]]]) -> Path:
     """Write config files: ``{"me": "mx.test", "rcpthosts": ["a.test", "b.test"]}``."""
     directory = Path(directory)

@@ -2,7 +2,7 @@
 import socket
 import struct
 
-from test_server import read_reply
+from qpgevent.testing import read_reply
 
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 

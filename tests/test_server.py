@@ -12,22 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from qpgevent.testing import ROOT, LiveServer, free_port, parse_replies, write_config
+from qpgevent.testing import LiveServer, ROOT, free_port, read_reply, write_config
 
-
-def read_reply(sock, timeout=5.0):
-    """Read one complete reply (all its lines) from a raw socket."""
-    sock.settimeout(timeout)
-    data = b""
-    while True:
-        chunk = sock.recv(4096)
-        if not chunk:
-            break
-        data += chunk
-        lines = data.split(b"\r\n")
-        if len(lines) > 1 and lines[-2][3:4] == b" ":
-            break
-    return parse_replies(data)[0] if data else None
 
 
 def wait_for(predicate, seconds=10.0):

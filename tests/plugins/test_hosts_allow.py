@@ -5,7 +5,7 @@ import pytest
 
 from qpgevent import replies as R
 from qpgevent.errors import ConfigError
-from qpgevent.testing import TestSession, parse_replies
+from qpgevent.testing import TestSession, read_reply
 
 RULES = [
     "192.0.2.7        DECLINED",
@@ -22,15 +22,6 @@ def connect(smtpd, ip, **pre_connection):
     ts.session.start(**pre_connection)
     return ts, ts._take()
 
-
-def read_reply(sock):
-    data = b""
-    while not data.endswith(b"\r\n") or data.split(b"\r\n")[-2][3:4] != b" ":
-        chunk = sock.recv(4096)
-        if not chunk:
-            break
-        data += chunk
-    return parse_replies(data)[0]
 
 
 def test_over_the_servers_limit_gets_451(smtpd_factory):

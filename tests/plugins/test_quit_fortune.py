@@ -6,7 +6,7 @@ import socket
 import pytest
 
 from qpgevent.errors import ConfigError
-from qpgevent.testing import parse_replies
+from qpgevent.testing import read_reply
 
 FAREWELL = "2.0.0 mx.test closing connection. Have a wonderful day."
 
@@ -19,15 +19,6 @@ def fake_fortune(directory, script):
     path.chmod(0o755)
     return "%s%s%s" % (directory, os.pathsep, os.environ.get("PATH", os.defpath))
 
-
-def read_reply(sock):
-    data = b""
-    while not data.endswith(b"\r\n") or data.split(b"\r\n")[-2][3:4] != b" ":
-        chunk = sock.recv(4096)
-        if not chunk:
-            break
-        data += chunk
-    return parse_replies(data)[0]
 
 
 def test_live_helo_client_gets_a_fortune(live_server, tmp_path):
