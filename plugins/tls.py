@@ -6,37 +6,44 @@ Arguments (as in qpsmtpd)::
 
 ``CERT`` and ``KEY`` are PEM files (default ``ssl/qpsmtpd-server.crt`` and
 ``ssl/qpsmtpd-server.key`` in the config directory); ``CA`` is an optional
-chain file added to the certificate.  Relative paths are taken from the
-config directory.  A file that is missing or does not load stops the start-up.
+PEM file of CA certificates from which the chain sent with ``CERT`` is
+built (intermediates).  Relative paths are taken from the config directory.
+``bin/qpsmtpd-tls-cert`` makes a self-signed CA and a server certificate
+there.  A file that is missing or does not load stops the start-up.
 
 Config file ``tls.ini`` (all optional)::
 
-    min_version = TLSv1_2        # or TLSv1_3
+    min_version = TLSv1_2        # or TLSv1_3; older protocols are never spoken
     ciphers = ECDHE+AESGCM:...   # OpenSSL cipher string for TLS 1.2 (default: OpenSSL's)
-    handshake_timeout = 30       # seconds a client has to finish the handshake
+    handshake_timeout = 10       # seconds a client has to finish the handshake
     smtps_ports = 465,           # local ports that speak TLS from the first byte
 
-A listener started with ``--tls`` (``-l 0.0.0.0:465 --tls``) is implicit TLS
-too.  List this plugin before every other ``connect`` plugin: on an smtps port
-it must speak TLS before anyone else says a word.
+``handshake_timeout`` must stay below ``plugin_timeout`` (default 30 s): the
+handshake runs inside a hook.  A listener given with ``--smtps-listen`` is
+implicit TLS too, whatever its port.  List this plugin before every other
+``connect`` plugin: on an smtps port it must speak TLS before anyone else
+says a word.
 
 What it does: EHLO offers ``STARTTLS`` until TLS is up; ``STARTTLS`` answers
 ``220 2.0.0``, throws away anything the client pipelined after the command
 (CVE-2011-0411, plaintext injection), does the handshake, and then forgets
 the HELO and the transaction: the client must EHLO again, and STARTTLS is no
-longer offered.  The connection notes get ``tls_enabled``, ``tls_version``,
-``tls_cipher`` and ``tls_peer_certificate``; Received says ``ESMTPS`` and
-the cipher.  A SIGHUP reloads the certificate with the rest of the config.
+longer offered (a second STARTTLS gets 503, one with an argument 501).  A
+client that does not finish the handshake in time, or fails it, is
+disconnected; on an smtps listener it never sees a greeting.  The connection
+notes get ``tls_enabled``, ``tls_version``, ``tls_cipher`` and
+``tls_peer_certificate``; Received says ``ESMTPS`` and the cipher.  A SIGHUP
+reloads the certificate with the rest of the config (new connections get it).
 """
 import os
 import ssl
 
-from qpgevent import DECLINED, DENY_DISCONNECT, DONE, LOGERROR, LOGINFO
+from qpgevent import DECLINED, DONE, LOGINFO, LOGNOTICE
 
 SPEC = """
 min_version = option('TLSv1_2', 'TLSv1_3', default='TLSv1_2')
 ciphers = string(default='')
-handshake_timeout = float(min=1, max=600, default=30)
+handshake_timeout = float(min=1, max=600, default=10)
 smtps_ports = int_list(default=list(465))
 """
 
@@ -45,25 +52,34 @@ def register(self, qp, cert="ssl/qpsmtpd-server.crt", key="ssl/qpsmtpd-server.ke
     if extra:
         raise ValueError("takes at most three arguments: CERT KEY CA")
     settings = self.config_ini("tls", SPEC)
+    ini = qp.config.path("tls.ini") or "tls.ini"
+    plugin_timeout = qp.plugin_timeout
+    if plugin_timeout and settings["handshake_timeout"] >= plugin_timeout:
+        raise ValueError("%s: handshake_timeout = %g is not below plugin_timeout (%g s), which would cut the "
+                         "handshake short; lower handshake_timeout or raise plugin_timeout"
+                         % (ini, settings["handshake_timeout"], plugin_timeout))
     base = str(qp.config.directory)
     paths = [os.path.join(base, p) if p and not os.path.isabs(p) else p for p in (cert, key, ca)]
+    for path in filter(None, paths):
+        if not os.path.isfile(path):
+            raise ValueError("%s does not exist; make a certificate with bin/qpsmtpd-tls-cert or fix the path "
+                             "on the tls line" % path)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = getattr(ssl.TLSVersion, settings["min_version"])
     if settings["ciphers"]:
         try:
             context.set_ciphers(settings["ciphers"])
         except ssl.SSLError:
-            raise ValueError("tls.ini: ciphers %r selects no cipher; fix the OpenSSL cipher string"
-                             % settings["ciphers"]) from None
-    for path in filter(None, paths):
-        if not os.path.isfile(path):
-            raise ValueError("%s does not exist; create the certificate (see docs/security.md) or fix the path" % path)
+            raise ValueError("%s: ciphers = %r selects no cipher; fix the OpenSSL cipher string (see "
+                             "'openssl ciphers -v STRING') or remove the line" % (ini, settings["ciphers"])) from None
     try:
         context.load_cert_chain(paths[0], paths[1])
         if paths[2]:
             context.load_verify_locations(paths[2])
     except (ssl.SSLError, OSError) as exc:
-        raise ValueError("cannot load certificate %s / key %s: %s" % (paths[0], paths[1], exc)) from None
+        raise ValueError("cannot load certificate %s with key %s%s: %s; check that both are PEM files and that "
+                         "the key belongs to the certificate"
+                         % (paths[0], paths[1], " and CA file %s" % paths[2] if paths[2] else "", exc)) from None
     self.context = context
     self.handshake_timeout = settings["handshake_timeout"]
     self.smtps_ports = set(settings["smtps_ports"])
@@ -78,7 +94,10 @@ def hook_connect(self, transaction):
     if connection.local_port not in self.smtps_ports and not connection.notes.get("smtps"):
         return DECLINED
     if not handshake(self):
-        return DENY_DISCONNECT, "Cannot establish SSL session"
+        # No reply: a plaintext line would be garbage to a TLS client, and an
+        # SMTP greeting must never reach a client that skipped TLS here.
+        self.qp.disconnect()
+        return DONE
     return DECLINED
 
 
@@ -110,8 +129,8 @@ def handshake(self, starttls=False):
     qp = self.qp
     try:
         qp.start_tls(self.context, self.handshake_timeout, reset=starttls)
-    except (OSError, ValueError) as exc:
-        self.log(LOGERROR, "fail, TLS handshake with %s: %s" % (qp.connection.remote_ip, exc))
+    except OSError as exc:
+        self.log(LOGNOTICE, "fail, TLS handshake with %s: %s" % (qp.connection.remote_ip, exc))
         return False
     notes = qp.connection.notes
     self.log(LOGINFO, "pass, %s %s" % (notes.get("tls_version"), notes.get("tls_cipher")))

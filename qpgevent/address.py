@@ -38,9 +38,10 @@ def _valid_domain(domain: str, utf8: bool) -> bool:
         return _valid_ipv6(ipv6.group(1))
     if not utf8 or domain.isascii():
         return False
-    # RFC 6531: U-labels are allowed; check shape, not IDNA tables.
+    # RFC 6531: U-labels are allowed; check shape, not IDNA tables.  Unicode spaces,
+    # line separators and invisible format characters are no part of any U-label.
     labels = domain.rstrip(".").split(".")
-    return all(_UTF8_DOMAIN_LABEL.match(label) and not label.startswith("-") for label in labels)
+    return all(_UTF8_DOMAIN_LABEL.match(label) and label.isprintable() and not label.startswith("-") for label in labels)
 
 
 def _valid_local(local: str, utf8: bool) -> Optional[str]:

@@ -83,6 +83,7 @@ NEED_SMTPUTF8 = Reply(553, "5.6.7", "Non-ASCII address needs the SMTPUTF8 parame
 
 AUTH_OK = Reply(235, "2.7.0", "{mechanism} authentication successful for {user}{detail}")
 AUTH_FAILED = Reply(535, "5.7.8", "{mechanism} authentication failed for {user} from {ip}{detail}")
+AUTH_TEMPFAIL = Reply(454, "4.7.0", "Temporary authentication failure, try again later{detail}")
 AUTH_NEEDS_EHLO = Reply(503, "5.5.1", "AUTH not defined for HELO")
 AUTH_NEEDS_TLS = Reply(530, "5.7.0", "Must issue a STARTTLS command first")
 AUTH_AGAIN = Reply(503, "5.5.1", "but you already said AUTH ...")

@@ -8,6 +8,7 @@ import base64
 import binascii
 import hmac
 import os
+import re
 import time
 from typing import NamedTuple, Optional, Union
 
@@ -37,6 +38,15 @@ Step = Union[Challenge, Credentials, Failure]
 CANCELLED = Failure(501, "5.7.0", "Authentication canceled")
 BAD_BASE64 = Failure(501, "5.5.2", "Cannot decode the response (bad base64)")
 MALFORMED = Failure(535, "5.7.8", "Authentication invalid")
+TOO_LONG = Failure(500, "5.5.6", "Authentication Exchange line is too long")
+
+_HEX_DIGEST = re.compile(r"[0-9a-fA-F]{32}\Z")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def printable(user: str) -> str:
+    """A client-chosen user name fit for a reply or a log line: control characters dropped."""
+    return _CONTROL.sub("", user)
 
 
 def _decode(line: str) -> Optional[str]:
@@ -91,7 +101,7 @@ class Exchange:
             return MALFORMED
         authzid, user, password = parts
         if authzid and authzid != user:
-            return Failure(535, "5.7.8", "Authentication invalid for %s" % user)
+            return Failure(535, "5.7.8", "Authentication invalid for %s" % printable(user))
         return Credentials("PLAIN", user, password, None, None)
 
     def _login(self, line: str) -> Step:
@@ -110,17 +120,19 @@ class Exchange:
         if decoded is None:
             return BAD_BASE64
         user, _, digest = decoded.rpartition(" ")
-        if not user or len(digest) != 32:
+        if not user or not _HEX_DIGEST.match(digest):
             return Failure(504, "5.5.4", "Invalid authentication string")
         return Credentials("CRAM-MD5", user, None, digest.lower(), self._ticket)
 
 
-def check_password(stored_clear: Optional[str], credentials: Credentials) -> bool:
-    """True if ``credentials`` prove knowledge of ``stored_clear`` (clear text or CRAM-MD5)."""
+def check_password(stored_clear: Optional[str], password: Optional[str], digest: Optional[str] = None,
+                   ticket: Optional[str] = None) -> bool:
+    """True if the auth hook's ``password`` (PLAIN, LOGIN) or ``digest`` and ``ticket`` (CRAM-MD5) prove
+    knowledge of ``stored_clear``; always False without a stored password."""
     if stored_clear is None:
         return False
-    if credentials.digest is not None:
-        expected = hmac.new(stored_clear.encode("utf-8"), (credentials.ticket or "").encode("utf-8"), "md5").hexdigest()
-        return hmac.compare_digest(expected, credentials.digest)
-    return credentials.password is not None and hmac.compare_digest(
-        stored_clear.encode("utf-8"), credentials.password.encode("utf-8"))
+    secret = stored_clear.encode("utf-8")
+    if digest is not None:
+        expected = hmac.new(secret, (ticket or "").encode("utf-8"), "md5").hexdigest()
+        return hmac.compare_digest(expected.encode("ascii"), digest.lower().encode("utf-8"))
+    return password is not None and hmac.compare_digest(secret, password.encode("utf-8"))

@@ -20,6 +20,7 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import gevent
 from gevent.event import Event
+from gevent.pool import Pool
 from gevent.server import StreamServer
 
 from . import replies as R
@@ -80,12 +81,20 @@ def worker_count(value: str) -> int:
 
 
 def seconds(value: str) -> float:
+    """A number of seconds, 0 or more."""
     try:
         number = float(value)
     except ValueError:
         number = -1.0
-    if not number >= 0:
+    if not number >= 0:  # also refuses nan
         raise argparse.ArgumentTypeError("%r is not a number of seconds" % value)
+    return number
+
+
+def positive_seconds(value: str) -> float:
+    number = seconds(value)
+    if not number:
+        raise argparse.ArgumentTypeError("%r: give a number of seconds above 0" % value)
     return number
 
 
@@ -111,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--graceful-timeout", type=seconds, default=30.0, metavar="SECONDS",
                         help="on SIGTERM (or when a reload retires a worker), sessions get this long to finish "
                              "before they are told 421 (default 30)")
-    parser.add_argument("--heartbeat-timeout", type=seconds, default=30.0, metavar="SECONDS",
+    parser.add_argument("--heartbeat-timeout", type=positive_seconds, default=30.0, metavar="SECONDS",
                         help="the master kills and replaces a worker silent this long (default 30)")
     parser.add_argument("--check-config", action="store_true",
                         help="load the config and every plugin, print each hook with its plugins in run order, exit")
@@ -208,6 +217,9 @@ class Server:
         self.limits = ConnectionLimits(options.limit_connections, options.max_from_ip)
         self.listeners: List[StreamServer] = []
         self.sessions: set = set()
+        # Every connection's greenlet, from the accept on: one accepted just
+        # before a stop, not yet a session, still gets served.
+        self.connections = Pool()
 
     def bind(self) -> None:
         self.serve_on(bind_listeners(self.options))
@@ -215,7 +227,8 @@ class Server:
     def serve_on(self, listeners: List[Listener]) -> None:
         """Accept on sockets already bound (here, or by the master before it forked this worker)."""
         for listener in listeners:
-            self.listeners.append(StreamServer(listener.socket, self.handle_smtps if listener.smtps else self.handle))
+            handle = self.handle_smtps if listener.smtps else self.handle
+            self.listeners.append(StreamServer(listener.socket, handle, spawn=self.connections))
 
     def check_plugins(self, smtpd: Smtpd) -> None:
         check_plugins(smtpd, self.options)
@@ -276,14 +289,11 @@ class Server:
             self.limits.leave(ip)
             transport.close()
 
-    def stop(self, grace: float = 10.0) -> None:
-        """Stop accepting, give sessions ``grace`` seconds, then tell the rest 421."""
+    def stop(self, grace: float = 30.0) -> None:
+        """Stop accepting, give connections ``grace`` seconds, then tell the remaining sessions 421."""
         for listener in self.listeners:
             listener.close()
-        deadline = gevent.Timeout(grace, False)
-        with deadline:
-            while self.sessions:
-                gevent.sleep(0.1)
+        self.connections.join(timeout=grace)
         for session in list(self.sessions):
             session.shutdown()
 

@@ -55,6 +55,7 @@ class Session:
         self.auth_user: Optional[str] = None
         self.auth_mechanism: Optional[str] = None
         self.auth_failures = 0
+        self._relay_before_auth = False
         self._sasl: Optional[sasl.Exchange] = None  # an AUTH exchange waiting for the client's answer
         self._chunk_left = 0  # BDAT octets still to read
         self._chunk: Optional[ChunkReceiver] = None
@@ -265,6 +266,7 @@ class Session:
             self.run_hooks("reset_transaction", failures="log")
         old.close()
         self.transaction = self._new_transaction()
+        self._chunk = self._chunk_error = None  # BDAT chunks belong to the transaction that ended
         return self.transaction
 
     def disconnect(self) -> None:
@@ -299,8 +301,11 @@ class Session:
         notes["tls_version"] = self.socket.version()
         notes["tls_cipher"] = self.socket.cipher()[0]
         notes["tls_peer_certificate"] = self.socket.getpeercert()
-        if reset:
+        if reset:  # RFC 3207 4.2: forget everything the plaintext session established
             self.connection.hello = self.connection.hello_host = None
+            if self.auth_user:
+                self.connection.relay_client = self._relay_before_auth
+                self.auth_user = self.auth_mechanism = None
             self.reset_transaction()
 
     def greeting(self) -> str:
@@ -318,6 +323,7 @@ class Session:
         if not self._skip_line:  # one reply per line, however many reads it takes to arrive
             self.reply(R.LINE_TOO_LONG)
         self._skip_line = True
+        self._sasl = None  # an overlong AUTH answer ends the exchange: the next line is a command
 
     def _command_line(self, raw: bytes) -> None:
         if not raw.endswith(b"\r\n") or b"\r" in raw[:-2]:
@@ -710,7 +716,10 @@ class Session:
         """
         method = None
         if self.auth_user:
-            method = "auth=pass (%s) smtp.auth=%s" % (self.auth_mechanism, self.auth_user)
+            user = self.auth_user
+            if not re.fullmatch(r"[!#-'*+\-/-9=?A-Z^-~.@]+", user):  # RFC 8601 value: a token or a quoted string
+                user = '"%s"' % re.sub(r'(["\\])', r"\\\1", user)
+            method = "auth=pass (%s) smtp.auth=%s" % (self.auth_mechanism, user)
         elif self.auth_failures:
             method = "auth=fail"
         stored = self.connection.notes.get("authentication_results")
@@ -788,13 +797,12 @@ class Session:
         data = bytes(buf[position:position + take])
         self._chunk_left -= take
         if self._chunk is not None and self._chunk_error is None:
-            self._pass_chunk(self._chunk.lines(data, last=False))
+            self._pass_chunk(self._chunk.receiver, self._chunk.lines(data, last=False))
         if not self._chunk_left:
             self._end_chunk()
         return position + take
 
-    def _pass_chunk(self, stuffed: bytes) -> None:
-        receiver = self._chunk.receiver
+    def _pass_chunk(self, receiver: DataReceiver, stuffed: bytes) -> None:
         data, position = bytearray(stuffed), 0
         while position < len(data):
             before = (position, receiver.in_header)
@@ -816,7 +824,7 @@ class Session:
             self.reply(R.BDAT_OK, size=self._chunk_size)
             return
         chunk, self._chunk = self._chunk, None
-        self._pass_chunk(chunk.lines(b"", last=True))
+        self._pass_chunk(chunk.receiver, chunk.lines(b"", last=True))
         chunk.receiver.finish()
         try:
             self._end_of_data(chunk.receiver)
@@ -842,6 +850,8 @@ class Session:
         if not mechanisms:
             self._unrecognized("auth", rest)
             return
+        # The initial response carries the credentials: they must not outlive the command.
+        self.connection.notes["original_string"] = "AUTH " + rest.split(" ", 1)[0]
         if self.connection.hello != "ehlo":
             self.reply(R.AUTH_NEEDS_EHLO)
         elif self._tls_required():
@@ -859,7 +869,7 @@ class Session:
                 return
             mechanism = str(words[0]).upper()
             if mechanism not in mechanisms:
-                self.reply(R.AUTH_UNKNOWN_MECHANISM, mechanism=mechanism.lower())
+                self.reply(R.AUTH_UNKNOWN_MECHANISM, mechanism=sasl.printable(mechanism.lower()))
                 return
             initial = None if len(words) == 1 else ("" if words[1] == "=" else str(words[1]))
             exchange = sasl.Exchange(mechanism, self.me)
@@ -867,6 +877,9 @@ class Session:
 
     def _sasl_line(self, raw: bytes) -> None:
         exchange, self._sasl = self._sasl, None
+        if len(raw) > MAX_AUTH_LINE:
+            self._sasl_step(exchange, sasl.TOO_LONG)
+            return
         try:
             line = raw.rstrip(b"\r\n").decode("ascii")
         except UnicodeDecodeError:
@@ -877,42 +890,71 @@ class Session:
         if isinstance(step, sasl.Challenge):
             self._sasl = exchange
             self.respond(334, step.text, status=None)
+        elif step is sasl.CANCELLED:
+            # Nothing was guessed, so there is nothing to slow down or count.
+            self.respond(step.code, step.text, status=step.status)
         elif isinstance(step, sasl.Failure):
             self._auth_failed(lambda: self.respond(step.code, step.text, status=step.status))
         else:
             self._check_credentials(step)
 
     def _check_credentials(self, credentials: sasl.Credentials) -> None:
+        """Ask ``auth-<mech>`` then ``auth``: OK 235, DENYSOFT or a failing plugin 454 (RFC 4954 6), else 535."""
         mechanism = credentials.mechanism
         args = (mechanism.lower(), credentials.user, credentials.password, credentials.digest, credentials.ticket)
-        result = self.run_hooks("auth-" + mechanism.lower(), *args)
-        if result.rc in (DECLINED, 0):
-            result = self.run_hooks("auth", *args)
-        user = credentials.user.replace("\r", "").replace("\n", "")
+        try:
+            result = self.run_hooks("auth-" + mechanism.lower(), *args)
+            if result.rc in (DECLINED, 0):
+                result = self.run_hooks("auth", *args)
+        except PluginFailure:
+            result = HookResult(DENYSOFT, [])  # a broken checker says nothing about the password
+        rc = result.rc
+        if rc == DONE:
+            return
+        user = sasl.printable(credentials.user)
         detail = (" - " + " ".join(map(str, result.messages))) if result.messages else ""
-        if result.rc == OK:
+        if rc == OK:
             self.auth_user, self.auth_mechanism = user, mechanism
+            self._relay_before_auth = self.connection.relay_client
             self.connection.relay_client = True
             self.connection.notes.pop("naughty", None)
             self.reply(R.AUTH_OK, mechanism=mechanism, user=user, detail=detail)
             return
-        self.log(LOGINFO, "authentication failed for %s (%s)" % (user, mechanism))
-        self._auth_failed(lambda: self.reply(R.AUTH_FAILED, mechanism=mechanism, user=user,
-                                             ip=self.connection.remote_ip, detail=detail))
+        if rc in (DENYSOFT, DENYSOFT_DISCONNECT):
+            self.log(LOGINFO, "authentication for %s (%s) failed temporarily" % (user, mechanism))
+            self.reply(R.AUTH_TEMPFAIL, detail=detail)
+        else:
+            self.log(LOGINFO, "authentication failed for %s (%s)" % (user, mechanism))
+            self._auth_failed(lambda: self.reply(R.AUTH_FAILED, mechanism=mechanism, user=user,
+                                                 ip=self.connection.remote_ip, detail=detail))
+        if rc in (DENY_DISCONNECT, DENYSOFT_DISCONNECT):
+            raise Disconnect
 
     def _auth_failed(self, answer: Callable) -> None:
-        """Answer a failed attempt after a growing pause; too many end the session."""
+        """Answer a failed attempt after a growing pause; too many end the session.
+
+        The pause is ``auth_failure_delay`` seconds (default 1) times the
+        number of failures so far, at most 10; after ``auth_max_failures``
+        (default 3, 0 for no limit) the client gets 421 and is disconnected.
+        """
         self.auth_failures += 1
-        delay = float(self.config("auth_failure_delay", "1")) * self.auth_failures
+        try:
+            delay = float(self.config("auth_failure_delay", "1"))
+            limit = int(self.config("auth_max_failures", "3"))
+            if not delay >= 0 or limit < 0:
+                raise ValueError
+        except ValueError:
+            # A typo must not switch off the brake on password guessing.
+            self.log(LOGERROR, "auth_failure_delay and auth_max_failures must be numbers of 0 or more; using 1 and 3")
+            delay, limit = 1.0, 3
         if delay:
-            gevent.sleep(min(delay, 10.0))
+            gevent.sleep(min(delay * self.auth_failures, 10.0))
         answer()
-        if self.auth_failures >= int(self.config("auth_max_failures", "3")):
+        if limit and self.auth_failures >= limit:
             self.reply(R.AUTH_TOO_MANY)
             raise Disconnect
 
     def smtp_rset(self, rest: str) -> None:
-        self._chunk = self._chunk_error = None
         self.receiver = None
         self.reset_transaction()
         self.reply(R.RSET_OK)

@@ -266,13 +266,25 @@ class LiveServer:
             if self.process.poll() is not None:
                 self.stop()
                 raise RuntimeError("server exited with %s:\n%s" % (self.process.returncode, self.stderr))
-            try:
-                socket.create_connection(self.address, timeout=1).close()
+            if self._answers(deadline - time.monotonic()):
                 return self
-            except OSError:
-                time.sleep(0.05)
+            time.sleep(0.05)
         self.stop()
         raise RuntimeError("server did not listen within %ss:\n%s" % (wait, self.stderr))
+
+    def _answers(self, seconds: float) -> bool:
+        """True once a connection gets a first reply line: the socket is bound before the
+        config is loaded, so a mere connect would count a server that is about to fail.
+
+        The probe starts with ``PROXY UNKNOWN`` so that a server trusting loopback
+        as a proxy (``proxy_hosts``) answers too; any other server greets first.
+        """
+        try:
+            with socket.create_connection(self.address, timeout=max(seconds, 0.1)) as probe:
+                probe.sendall(b"PROXY UNKNOWN\r\n")
+                return probe.recv(1) != b""
+        except OSError:
+            return False
 
     @property
     def log(self) -> str:

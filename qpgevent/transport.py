@@ -3,7 +3,7 @@ import os
 import socket as _socket
 from typing import Optional
 
-from gevent import select as _select
+from gevent import Timeout as _Timeout, select as _select
 
 
 class SocketTransport:
@@ -36,13 +36,21 @@ class SocketTransport:
 
 
 def handshake(sock: _socket.socket, context, timeout: float) -> _socket.socket:
-    """The TLS-wrapped socket after a server-side handshake bounded by ``timeout`` seconds."""
+    """The TLS-wrapped socket after a server-side handshake that must end within ``timeout`` seconds.
+
+    The deadline covers the whole handshake, so a client trickling a byte at a
+    time cannot hold the session open.  On failure the connection is closed
+    (its state is unknown; nothing more can be said on it) and OSError
+    (TimeoutError for the deadline) is raised.
+    """
     sock.settimeout(timeout)
     wrapped = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
     try:
-        wrapped.do_handshake()
-    except _socket.timeout:
-        raise TimeoutError("TLS handshake not finished within %s s" % timeout) from None
+        with _Timeout(timeout, TimeoutError("TLS handshake not finished within %g s" % timeout)):
+            wrapped.do_handshake()
+    except BaseException:  # a plugin timeout or a kill too: the half-done TLS socket must not leak
+        wrapped.close()
+        raise
     return wrapped
 
 
