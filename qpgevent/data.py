@@ -36,7 +36,7 @@ class DataReceiver:
         self._mid_line = False  # inside an overlong line whose start was dropped
         self._after_crlf = True  # the next byte starts a CRLF-delimited line
         self._long_line = re.compile(rb"[^\n]{%d}" % max_line) if max_line else None
-        self._pending_limit = max_line if max_line else HARD_LINE_LIMIT
+        self.line_limit = max_line if max_line else HARD_LINE_LIMIT  # what a line may occupy, in octets
 
     @property
     def rejected(self) -> bool:
@@ -131,7 +131,7 @@ class DataReceiver:
 
     def _partial(self, buf: bytearray, start: int) -> int:
         """No complete line yet: keep it, unless it is already longer than any line may be."""
-        if len(buf) - start <= self._pending_limit:
+        if len(buf) - start <= self.line_limit:
             return start
         self.line_too_long = True
         self._mid_line = True
@@ -177,7 +177,7 @@ class ChunkReceiver:
         if last and pending and not pending.endswith(b"\n"):
             pending += b"\r\n"
             cut = len(pending)
-        if not cut and len(pending) > self.receiver._pending_limit:
+        if not cut and len(pending) > self.receiver.line_limit:
             self.receiver.line_too_long = True  # a line longer than any may be; keep memory bounded
             cut = len(pending)
         piece = bytes(pending[:cut])

@@ -210,19 +210,24 @@ class Master:
         read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         sys.stdout.flush()
         sys.stderr.flush()
+        # Signals wait until the child has dropped the master's handlers: a
+        # SIGTERM caught by them in the child would be lost, not obeyed.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
         try:
             pid = _fork()
         except OSError:
             os.close(read_end)
             os.close(write_end)
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             raise
         if pid == 0:
-            self._become_worker(read_end, write_end)
+            self._become_worker(read_end, write_end, mask)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.close(write_end)
         self.workers[pid] = Worker(pid, read_end, self.generation)
         self.log(LOGINFO, "worker %d started" % pid)
 
-    def _become_worker(self, read_end: int, write_end: int) -> None:
+    def _become_worker(self, read_end: int, write_end: int, mask: Any) -> None:
         """In the child: drop the master's state, run the worker, never return."""
         status = 1
         try:
@@ -232,6 +237,7 @@ class Master:
             # or a hangup must not kill a worker that is still booting.
             _set_handler(signal.SIGUSR1, signal.SIG_IGN)
             _set_handler(signal.SIGHUP, signal.SIG_IGN)
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             for fd in [read_end, self.wake_read, self.wake_write,
                        *(w.heartbeat for w in self.workers.values() if w.heartbeat is not None)]:
                 os.close(fd)
@@ -284,12 +290,11 @@ class Master:
     def boot_failed(self, worker: Worker, how: str) -> None:
         """A worker died young: wait longer before the next, and give up after too many in a row."""
         self.boot_failures += 1
-        if self.boot_failures >= CRASH_LOOP_LIMIT and self.abandon_reload():
-            return
         if self.boot_failures >= CRASH_LOOP_LIMIT:
-            self.halt("workers keep dying at boot (%d in a row, the last, %d, with %s); giving up. "
-                      "Run qpsmtpd-server --check-config, or start it with --workers 1 to see the error"
-                      % (self.boot_failures, worker.pid, how))
+            if not self.abandon_reload():
+                self.halt("workers keep dying at boot (%d in a row, the last, %d, with %s); giving up. "
+                          "Run qpsmtpd-server --check-config, or start it with --workers 1 to see the error"
+                          % (self.boot_failures, worker.pid, how))
             return
         delay = min(BACKOFF_FIRST * 2 ** (self.boot_failures - 1), BACKOFF_MAX)
         self.next_spawn = time.monotonic() + delay

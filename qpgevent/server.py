@@ -426,7 +426,6 @@ def run_worker(options: argparse.Namespace, listeners: List[Listener], heartbeat
     gevent.signal_handler(signal.SIGINT, stopping.set)
     gevent.signal_handler(signal.SIGUSR1, lambda: reopen_logs(smtpd))
     server.start()
-    smtpd.log(LOGINFO, "worker serving")
     beats = gevent.spawn(send_heartbeats, heartbeat, master, stopping.set)
     stopping.wait()
     smtpd.log(LOGINFO, "worker stopping: %d sessions to finish" % len(server.sessions))

@@ -663,7 +663,7 @@ class Session:
             self.reset_transaction()
             return
         if receiver.line_too_long:
-            self.reply(R.DATA_LINE_TOO_LONG, limit=self.smtpd.max_line_length)
+            self.reply(R.DATA_LINE_TOO_LONG, limit=receiver.line_limit)
             self.reset_transaction()
             return
         if transaction.notes.get("plugin_failed"):

@@ -344,6 +344,17 @@ def test_binarymime_needs_bdat_and_has_no_line_limit(ready, queue):
     assert queue.messages == [message.replace(b"\r\n", b"\n")]
 
 
+def test_binarymime_line_over_the_memory_bound_is_552(ready, queue):
+    """BINARYMIME lines have no length limit, but the receiver holds at most 1 MiB of one line in memory:
+    beyond that the message is ``552 5.6.0`` naming that bound, not the 1000-octet text-line limit."""
+    session = ready(mail="MAIL FROM:<a@b.test> BODY=BINARYMIME")
+    chunk = b"\x01" * (1 << 20) + b"\x02" * 10
+    *chunks, reply = session.send(bdat(b"Subject: x\r\n\r\n", chunk, last=False) + bdat(b"\r\n"))
+    assert codes(chunks) == [(250, "2.0.0")] * 2
+    assert (reply.code, reply.text) == (552, "5.6.0 Message has a line longer than 1048576 octets (RFC 5321 4.5.3.1.6)")
+    assert queue.messages == []
+
+
 def test_rset_in_the_middle_of_bdat_discards(ready, queue):
     """RSET between chunks: ``250``, the chunks so far are dropped, a following BDAT is ``503`` (no MAIL),
     and the next transaction stores only its own message."""

@@ -14,6 +14,8 @@ plus random bytes and byte-level mutations, and fed in random pieces.  For every
 
 Where the grammar gives a MAIL or RCPT the model cannot classify (a mutated address), the model takes the
 session's answer, but only from the set of answers that command may give, and checks its consequences.
+A stream whose outcome legitimately depends on where it is cut (a bare CR or LF inside an overlong line:
+dropped unread as it streams in, or refused when it arrives whole) is skipped.
 """
 import re
 
@@ -441,8 +443,8 @@ SMUGGLED = b"MAIL FROM:<admin@b.test>\r\nRCPT TO:<v@example.com>\r\nDATA\r\nSubj
 body_lines = st.lists(st.one_of(st.sampled_from(BENIGN_LINES), st.sampled_from(BENIGN_LINES),
                                 st.sampled_from(BENIGN_LINES), st.sampled_from(NASTY_LINES)), max_size=12).map(b"".join)
 envelope = st.builds(
-    lambda helo, mail, rcpts: helo + mail + b"".join(rcpts),
-    st.sampled_from([b"", b"", b"EHLO client.test\r\n"]),
+    lambda start, mail, rcpts: start + mail + b"".join(rcpts),
+    st.sampled_from([b"", b"RSET\r\n", b"RSET\r\n", b"EHLO client.test\r\n"]),
     st.sampled_from([b"MAIL FROM:<a@b.test>\r\n", b"MAIL FROM:<a@b.test> BODY=BINARYMIME\r\n",
                      "MAIL FROM:<j\u00f6s\u00e9@ex\u00e4mple.test> SMTPUTF8\r\n".encode()]),
     st.lists(st.sampled_from([b"RCPT TO:<u@example.com>\r\n", b"RCPT TO:<u@foreign.test>\r\n"]), min_size=1, max_size=4))
@@ -493,7 +495,7 @@ def check(harness, normalize, stream, pieces):
     assert session.connection.hello == model.hello
 
 
-FUZZ = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+FUZZ = settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
 
 @FUZZ
@@ -514,10 +516,11 @@ def test_mutated_streams_match_the_model(harnesses, normalize, hello, elements, 
     check(harnesses[normalize], normalize, hello + b"".join(elements), pieces)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(normalize=st.booleans(), stream=st.binary(max_size=3000), pieces=cuts)
 def test_random_bytes_match_the_model(harnesses, normalize, stream, pieces):
-    """Pure random bytes (a greeting and a transaction opened first so DATA and BDAT states are reached)."""
+    """Pure random bytes after a greeting and an open transaction (so DATA and BDAT are reachable by chance):
+    nothing raises, and the replies and the queue are what the model says."""
     prefix = b"EHLO client.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@example.com>\r\n"
     check(harnesses[normalize], normalize, prefix + stream, pieces)
 

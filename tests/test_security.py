@@ -281,6 +281,39 @@ def test_fifty_megabyte_data_line_is_552_and_memory_stays_bounded(server):
     assert delivered(server, marker) == []
 
 
+def test_flooding_clients_do_not_starve_a_normal_one(server):
+    """Three clients pour endless lines into the server at full speed while a normal client delivers five
+    messages: each delivery still takes well under the client timeouts, and memory stays bounded."""
+    before = rss_kb(server)
+    stop = threading.Event()
+    poured = []
+
+    def pour():
+        client = Client(server)
+        block, total = b"F" * 65536, 0
+        try:
+            while not stop.is_set() and total < 2048 * MB:
+                client.send(block)
+                total += len(block)
+        finally:
+            poured.append(total)
+            client.close()
+
+    flooders = [threading.Thread(target=pour) for _ in range(3)]
+    for flooder in flooders:
+        flooder.start()
+    try:
+        took = [send_normal_message(server) for _ in range(5)]
+        grown = rss_kb(server) - before
+    finally:
+        stop.set()
+        for flooder in flooders:
+            flooder.join()
+    assert max(took) < 5, took
+    assert sum(poured) > 5 * MB  # the flood really ran beside the deliveries
+    assert grown < 20 * 1024, "server grew %d kB" % grown
+
+
 def test_huge_bdat_chunk_without_newline_is_bounded(server):
     """A 50 MB BDAT chunk without a newline: memory stays bounded and the LAST chunk is refused with ``552``."""
     before = rss_kb(server)
