@@ -4,6 +4,7 @@ from email.parser import HeaderParser
 from email.policy import compat32
 from typing import Iterator, List, Optional, Tuple
 
+_NEW_LINE = re.compile(r"\n(?![ \t])")
 _LEAD = re.compile(r"^[!-9;-~]+:([ \t]*)", re.MULTILINE)
 
 
@@ -60,7 +61,7 @@ class Header:
 
     def add(self, name: str, value: str, index: Optional[int] = None) -> None:
         """Append a field, or insert it at ``index`` (0 prepends, as for Received)."""
-        value = value.rstrip("\r\n")
+        value = _folded(value)
         if index is None:
             self.fields.append((name, value))
         else:
@@ -80,7 +81,7 @@ class Header:
         key = name.lower()
         positions = [i for i, (field, _) in enumerate(self.fields) if field.lower() == key]
         if -len(positions) <= index < len(positions):
-            self.fields[positions[index]] = (self.fields[positions[index]][0], value.rstrip("\r\n"))
+            self.fields[positions[index]] = (self.fields[positions[index]][0], _folded(value))
         else:
             self.add(name, value)
 
@@ -104,6 +105,16 @@ class Header:
 
     def __contains__(self, name: str) -> bool:
         return self.count(name) > 0
+
+
+def _folded(value: str) -> str:
+    """A value a plugin gives, made safe: every line break starts a continuation line.
+
+    Client text copied into a header (a HELO name, a user name) can then
+    never add a header line of its own.
+    """
+    value = value.rstrip("\r\n").replace("\r\n", "\n").replace("\r", "\n")
+    return _NEW_LINE.sub("\n ", value)
 
 
 def _parsed(value: str, lead: str) -> ParsedValue:

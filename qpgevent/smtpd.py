@@ -60,6 +60,7 @@ class Smtpd:
         self.registry = HookRegistry(self.plugin_timeout)
         self.plugins: List[Plugin] = []
         self.spool_dir = self.config.get("spool_dir") or os.path.join(tempfile.gettempdir(), "qpgevent-spool-%d" % os.getuid())
+        check_spool_dir(self.spool_dir, self.config)
         self.size_threshold = _positive_int(self.config, "size_threshold", 10000)
         self.max_rcpt = _positive_int(self.config, "max_rcpt", 100)
         self.max_line_length = _positive_int(self.config, "max_line_length", 1000)
@@ -127,6 +128,25 @@ class Smtpd:
         if level <= self.loglevel:
             sys.stderr.write(format_log_line(level, message, hook, plugin, session))
             sys.stderr.flush()
+
+
+def check_spool_dir(path: str, config: Config) -> None:
+    """Create the spool dir (0700) or make sure the one there is ours and private.
+
+    Messages wait there before they are queued: a directory another local
+    user made or can read would hand them the mail.
+    """
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        status = os.stat(path)
+    except OSError as exc:
+        raise ConfigError("spool_dir %s: %s; create it or name another" % (path, exc.strerror),
+                          config.path("spool_dir") and str(config.path("spool_dir"))) from None
+    if status.st_uid != os.getuid() or status.st_mode & 0o077:
+        raise ConfigError("spool_dir %s must belong to uid %d with mode 0700 (it is uid %d, mode %o); "
+                          "fix it with chown/chmod or name another directory"
+                          % (path, os.getuid(), status.st_uid, status.st_mode & 0o777),
+                          config.path("spool_dir") and str(config.path("spool_dir")))
 
 
 def format_log_line(level: int, message: str, hook: Optional[str], plugin: Optional[str], session: Any) -> str:

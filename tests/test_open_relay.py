@@ -29,7 +29,8 @@ def bundled_copy(directory):
     shutil.copytree(BUNDLED, target)
     plugins = (target / "plugins").read_text()
     assert "queue/maildir ./Maildir" in plugins, "the bundled plugins file changed; update this test"
-    (target / "plugins").write_text(plugins.replace("queue/maildir ./Maildir", "queue/maildir %s" % (Path(directory) / "Maildir")))
+    maildir = Path(directory) / "Maildir"
+    (target / "plugins").write_text(plugins.replace("queue/maildir ./Maildir", "queue/maildir %s" % maildir))
     return target
 
 

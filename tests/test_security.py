@@ -485,3 +485,26 @@ def test_utf8_domain_with_separators_or_invisible_characters_is_501(smtpd_factor
     assert codes(session.command("MAIL FROM:<a@%s> SMTPUTF8" % domain)) == [(501, "5.5.4")]
     session.command("MAIL FROM:<a@b.test> SMTPUTF8")
     assert codes(session.command("RCPT TO:<u@%s>" % domain)) == [(501, "5.1.3")]
+
+
+def test_plugin_header_value_with_newlines_is_folded():
+    """A header value a plugin builds from client text cannot add a header line: line breaks fold."""
+    from qpgevent.header import Header
+    header = Header()
+    header.add("X-Helo", "evil.test\r\nBcc: victim@example.com\nX-Other: 1")
+    header.replace("X-Helo", "again\nTo: someone@example.com")
+    assert header.names() == ["X-Helo"]
+    assert header.as_string() == "X-Helo: again\n To: someone@example.com\n"
+
+
+def test_spool_dir_of_someone_else_or_readable_refuses_start(tmp_path):
+    """A spool dir that others can read (or that another user owns) stops start-up with the fix."""
+    from qpgevent.errors import ConfigError
+    from qpgevent.testing import make_smtpd
+    spool = tmp_path / "spool"
+    spool.mkdir(mode=0o755)
+    spool.chmod(0o755)
+    with pytest.raises(ConfigError, match="mode 0700"):
+        make_smtpd(tmp_path, plugins=["rcpt_ok"])
+    spool.chmod(0o700)
+    assert make_smtpd(tmp_path, plugins=["rcpt_ok"]).spool_dir == str(spool)
