@@ -16,7 +16,7 @@ Config file ``tls.ini`` (all optional)::
     min_version = TLSv1_2        # or TLSv1_3; older protocols are never spoken
     ciphers = ECDHE+AESGCM:...   # OpenSSL cipher string for TLS 1.2 (default: OpenSSL's)
     handshake_timeout = 10       # seconds a client has to finish the handshake
-    smtps_ports = 465,           # local ports that speak TLS from the first byte
+    smtps_ports = 465            # local ports that speak TLS from the first byte (a list: 465, 10465)
 
 ``handshake_timeout`` must stay below ``plugin_timeout`` (default 30 s): the
 handshake runs inside a hook.  A listener given with ``--smtps-listen`` is
@@ -44,7 +44,7 @@ SPEC = """
 min_version = option('TLSv1_2', 'TLSv1_3', default='TLSv1_2')
 ciphers = string(default='')
 handshake_timeout = float(min=1, max=600, default=10)
-smtps_ports = int_list(default=list(465))
+smtps_ports = force_list(default=list("465"))
 """
 
 
@@ -82,7 +82,10 @@ def register(self, qp, cert="ssl/qpsmtpd-server.crt", key="ssl/qpsmtpd-server.ke
                          % (paths[0], paths[1], " and CA file %s" % paths[2] if paths[2] else "", exc)) from None
     self.context = context
     self.handshake_timeout = settings["handshake_timeout"]
-    self.smtps_ports = set(settings["smtps_ports"])
+    try:
+        self.smtps_ports = {int(port) for port in settings["smtps_ports"]}
+    except ValueError:
+        raise ValueError("tls.ini: smtps_ports must be port numbers, e.g. 465 or 465, 10465") from None
 
 
 def tls_active(qp):

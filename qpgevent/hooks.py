@@ -3,10 +3,12 @@ import inspect
 import re
 import traceback
 from contextvars import ContextVar
+from time import perf_counter
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import gevent
 
+from . import metrics
 from .constants import DECLINED, DENY_CODES, LOGCRIT, RETURN_CODES, return_code
 
 # Registration names in the order plugins' hook_* functions are registered.
@@ -119,6 +121,8 @@ class HookRegistry:
                     self._notify(session, callback.plugin.name, result)
                 if result.rc != DECLINED:
                     break
+            if metrics.on:
+                metrics.hook_answered(session, hook, result)
             return result
         finally:
             current_hook.reset(hook_token)
@@ -136,6 +140,7 @@ class HookRegistry:
               params: Optional[dict]) -> HookResult:
         name = callback.plugin.name
         timer = gevent.Timeout(self.plugin_timeout) if self.plugin_timeout else None
+        started = perf_counter() if metrics.on else None
         if timer is not None:
             timer.start()
         try:
@@ -152,6 +157,8 @@ class HookRegistry:
         finally:
             if timer is not None:
                 timer.close()
+            if started is not None:
+                metrics.plugin_called(hook, name, started)
         normalised = normalise(value)
         if normalised is None:
             self._fail(session, hook, name, "returned %r, which is not a return code" % (value,))
@@ -161,6 +168,8 @@ class HookRegistry:
         return HookResult(rc, messages, name)
 
     def _fail(self, session: Any, hook: str, plugin: str, reason: str) -> None:
+        if metrics.on:
+            metrics.plugin_failed(session, hook, plugin)
         if hook != "logging":
             session.log(LOGCRIT, "FATAL PLUGIN ERROR [%s] in hook %s: %s" % (plugin, hook, reason), hook=hook, plugin=plugin)
         raise PluginFailure(hook, plugin, reason)

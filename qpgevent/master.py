@@ -39,6 +39,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional
 
 from gevent import monkey
 
+from . import metrics
 from .constants import LOGCRIT, LOGERROR, LOGINFO, LOGNOTICE, LOGWARN
 from .errors import ConfigError
 
@@ -276,6 +277,7 @@ class Master:
             worker = self.workers.pop(pid, None)
             if worker is None:
                 continue
+            metrics.process_dead(pid)
             if worker.heartbeat is not None:
                 os.close(worker.heartbeat)
             how = describe_status(status)

@@ -23,6 +23,7 @@ from gevent.event import Event
 from gevent.pool import Pool
 from gevent.server import StreamServer
 
+from . import metrics
 from . import replies as R
 from .connection import Connection
 from .constants import LOGERROR, LOGINFO, LOGNOTICE, LOGWARN
@@ -62,6 +63,14 @@ def parse_listen(value: str, default_port: int) -> Tuple[str, int]:
         return host, int(port) if port else default_port
     except ValueError:
         raise argparse.ArgumentTypeError("bad port in listen address %r" % value) from None
+
+
+def metrics_address(value: str) -> Tuple[str, int]:
+    """``--metrics``: ``ADDR:PORT`` or ``[v6]:PORT``; the port is required."""
+    host, port = parse_listen(value, 0)
+    if not port:
+        raise argparse.ArgumentTypeError("--metrics takes ADDR:PORT, e.g. 127.0.0.1:9465, not %r" % value)
+    return host, port
 
 
 def worker_count(value: str) -> int:
@@ -122,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "before they are told 421 (default 30)")
     parser.add_argument("--heartbeat-timeout", type=positive_seconds, default=30.0, metavar="SECONDS",
                         help="the master kills and replaces a worker silent this long (default 30)")
+    parser.add_argument("--metrics", type=metrics_address, metavar="ADDR:PORT",
+                        help="serve Prometheus metrics over HTTP at http://ADDR:PORT/metrics (all workers added up)")
     parser.add_argument("--check-config", action="store_true",
                         help="load the config and every plugin, print each hook with its plugins in run order, exit")
     return parser
@@ -245,10 +256,11 @@ class Server:
         self.handle(sock, address, smtps=True)
 
     def handle(self, sock: socket.socket, address: tuple, smtps: bool = False) -> None:
+        metrics.connection_accepted()
         ip, port = address[:2]
         smtpd = self.smtpd  # the one that was current when the client came: reloads affect new sessions
         local = sock.getsockname()[:2]
-        early = b""
+        early, proxied_tls = b"", None
         if ip_in(ip, smtpd.config_list("proxy_hosts")):
             proxied = read_proxy_header(sock, PROXY_TIMEOUT)
             if proxied is None:
@@ -258,6 +270,7 @@ class Server:
             info, early = proxied
             if not info.local:
                 ip, port, local = info.src_ip, info.src_port, (info.dst_ip, info.dst_port)
+            proxied_tls = info.tls_version if info.tls else None
         if ip.startswith("::ffff:") and "." in ip:
             ip = ip[len("::ffff:"):]
         refusal = self.limits.refusal(ip)
@@ -268,8 +281,10 @@ class Server:
                 pass
             sock.close()
             smtpd.log(LOGNOTICE, "refused %s: %s" % (ip, refusal.text.format(me="")))
+            metrics.connection_refused(refusal)
             return
         self.limits.enter(ip)
+        metrics.session_opened()
         child_addrs = list(self.limits.by_ip.elements())
         transport = SocketTransport(sock)
         session = None
@@ -278,6 +293,8 @@ class Server:
             connection = Connection(ip, port, local[0], local[1], remote_host=host)
             if smtps:
                 connection.notes["smtps"] = True
+            if proxied_tls is not None:  # the proxy ended TLS for us: the client did speak TLS
+                connection.notes.update(tls_enabled=True, tls_version=proxied_tls or "TLS", tls_via_proxy=True)
             session = Session(smtpd, transport, connection)
             self.sessions.add(session)
             session.log(LOGINFO, "connection from %s port %s" % (ip, port))
@@ -287,6 +304,7 @@ class Server:
         finally:
             self.sessions.discard(session)
             self.limits.leave(ip)
+            metrics.session_closed()
             transport.close()
 
     def stop(self, grace: float = 30.0) -> None:
@@ -457,6 +475,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         raise_fd_limit()
         listeners = bind_listeners(options)
+        metrics_listener = metrics.bind(*options.metrics) if options.metrics else None
         if options.pid_file:
             check_pid_file(options.pid_file)
         if options.user:
@@ -471,6 +490,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if options.pid_file:
         with open(options.pid_file, "w") as handle:
             handle.write("%d\n" % os.getpid())
+    if metrics_listener is not None:
+        metrics.enable(metrics_listener)  # here: after --detach and --user, before the workers fork
     try:
         if options.workers > 1:
             from .master import Master

@@ -13,6 +13,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import gevent
 
+from . import metrics
 from . import replies as R
 from . import sasl
 from .address import Address, AddressError
@@ -60,7 +61,7 @@ class Session:
         self._chunk_left = 0  # BDAT octets still to read
         self._chunk: Optional[ChunkReceiver] = None
         self._chunk_last = False
-        self._chunk_error: Optional[tuple] = None  # (reply, messages) for a BDAT we read but refuse
+        self._chunk_error: Optional[tuple] = None  # (reply or None, messages, hang up?) for a BDAT we read but refuse
         self._input_reset = False  # STARTTLS: drop whatever the client sent before the handshake
         self._buffer = bytearray()
         self._out: List[bytes] = []
@@ -214,6 +215,8 @@ class Session:
 
     def reply(self, reply: Reply, messages: Sequence[Any] = (), **fields: Any) -> None:
         """Send a registry reply, with the plugin's message text in place of the default when given."""
+        if metrics.on:
+            metrics.replied(self, reply)
         lines = split_lines(messages)
         if not lines:
             lines = reply.text.format(me=self.me, version=self.smtpd.version, **fields).split("\n")
@@ -299,6 +302,7 @@ class Session:
         notes = self.connection.notes
         notes["tls_enabled"] = True
         notes["tls_version"] = self.socket.version()
+        metrics.tls_started(notes["tls_version"])
         notes["tls_cipher"] = self.socket.cipher()[0]
         notes["tls_peer_certificate"] = self.socket.getpeercert()
         if reset:  # RFC 3207 4.2: forget everything the plaintext session established
@@ -656,6 +660,7 @@ class Session:
             raise Disconnect
 
     def _end_of_data(self, receiver: DataReceiver) -> None:
+        metrics.data_received(receiver.size)
         transaction = self.transaction
         if receiver.too_big:
             self.log(LOGERROR, "message too big: %d bytes > databytes %d" % (receiver.size, receiver.max_size))
@@ -777,19 +782,27 @@ class Session:
             self._end_chunk()
 
     def _bdat_refusal(self) -> Optional[tuple]:
-        """Why the first chunk of a transaction is refused (its octets are read all the same), or None."""
+        """Why the first chunk of a transaction is refused, or None.
+
+        The ``data`` hook decides as for DATA, but the answer waits until the
+        chunk's octets are read: sent earlier, they would be read as commands.
+        DONE means a plugin has answered (``reply`` None).
+        """
         if self.transaction.sender is None:
-            return R.DATA_NO_MAIL, ()
+            return R.DATA_NO_MAIL, (), False
         if not self.transaction.recipients:
-            return R.DATA_NO_RCPT, ()
+            return R.DATA_NO_RCPT, (), False
         try:
             result = self.run_hooks("data")
         except PluginFailure:
-            return R.PLUGIN_FAILED, ()
-        if result.rc in (DENY, DENY_DISCONNECT):
-            return R.DATA_DENY, result.messages
-        if result.rc in (DENYSOFT, DENYSOFT_DISCONNECT):
-            return R.DATA_DENYSOFT, result.messages
+            return R.PLUGIN_FAILED, (), False
+        rc = result.rc
+        if rc == DONE:
+            return None, (), False
+        if rc in (DENY, DENY_DISCONNECT):
+            return R.DATA_DENY, result.messages, rc == DENY_DISCONNECT
+        if rc in (DENYSOFT, DENYSOFT_DISCONNECT):
+            return R.DATA_DENYSOFT, result.messages, rc == DENYSOFT_DISCONNECT
         return None
 
     def _feed_chunk(self, buf: bytearray, position: int) -> int:
@@ -815,10 +828,13 @@ class Session:
 
     def _end_chunk(self) -> None:
         if self._chunk_error is not None:
-            reply, messages = self._chunk_error
+            reply, messages, hang_up = self._chunk_error
             self._chunk_error = self._chunk = None
-            self.reply(reply, messages)
+            if reply is not None:
+                self.reply(reply, messages)
             self.reset_transaction()
+            if hang_up:
+                raise Disconnect
             return
         if not self._chunk_last:
             self.reply(R.BDAT_OK, size=self._chunk_size)
@@ -918,10 +934,12 @@ class Session:
             self._relay_before_auth = self.connection.relay_client
             self.connection.relay_client = True
             self.connection.notes.pop("naughty", None)
+            metrics.auth_result("success")
             self.reply(R.AUTH_OK, mechanism=mechanism, user=user, detail=detail)
             return
         if rc in (DENYSOFT, DENYSOFT_DISCONNECT):
             self.log(LOGINFO, "authentication for %s (%s) failed temporarily" % (user, mechanism))
+            metrics.auth_result("tempfail")
             self.reply(R.AUTH_TEMPFAIL, detail=detail)
         else:
             self.log(LOGINFO, "authentication failed for %s (%s)" % (user, mechanism))
@@ -938,6 +956,7 @@ class Session:
         (default 3, 0 for no limit) the client gets 421 and is disconnected.
         """
         self.auth_failures += 1
+        metrics.auth_result("failure")
         try:
             delay = float(self.config("auth_failure_delay", "1"))
             limit = int(self.config("auth_max_failures", "3"))

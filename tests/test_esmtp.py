@@ -499,3 +499,24 @@ def test_encode_message_helper_matches_bdat_storage(ready, queue):
     session.command("RCPT TO:<c@d.test>")
     session.send(bdat(message))
     assert queue.messages[0] == queue.messages[1] == message.replace(b"\r\n", b"\n")
+
+
+def test_bdat_honours_data_hook_done_and_disconnect(session_factory):
+    """Under BDAT the data hook decides as under DATA: DONE leaves the answer to the plugin (the chunk is
+    read and dropped), DENY_DISCONNECT answers 554 after the chunk and hangs up."""
+    from qpgevent import DENY_DISCONNECT, DONE
+    session = session_factory(["rcpt_ok"], {"rcpthosts": "example.com"})
+    session.mock_hook("data", lambda self, txn: (self.qp.respond(451, "busy, later"), DONE)[1])
+    session.command("EHLO client.test")
+    session.command("MAIL FROM:<a@b.test>")
+    session.command("RCPT TO:<u@example.com>")
+    assert [str(r) for r in session.send(b"BDAT 5 LAST\r\nhello")] == ["451 4.0.0 busy, later"]
+    assert session.transaction.sender is None and not session.closed
+
+    session = session_factory(["rcpt_ok"], {"rcpthosts": "example.com"})
+    session.mock_hook("data", lambda self, txn: (DENY_DISCONNECT, "go away"))
+    session.command("EHLO client.test")
+    session.command("MAIL FROM:<a@b.test>")
+    session.command("RCPT TO:<u@example.com>")
+    assert [str(r) for r in session.send(b"BDAT 5 LAST\r\nhello")] == ["554 5.7.1 go away"]
+    assert session.closed
