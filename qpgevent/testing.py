@@ -78,6 +78,16 @@ def read_reply(sock: socket.socket, timeout: float = 10.0) -> Reply:
     return parse_replies(data)[0]
 
 
+def wait_for(predicate: Callable[[], Any], seconds: float = 10.0, step: float = 0.05) -> bool:
+    """Poll ``predicate`` until it is true or ``seconds`` have passed; returns its last verdict."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return bool(predicate())
+
+
 def write_config(directory: Union[str, Path], values: Dict[str, Union[str, Sequence[str]]]) -> Path:
     """Write config files: ``{"me": "mx.test", "rcpthosts": ["a.test", "b.test"]}``."""
     directory = Path(directory)

@@ -12,17 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from qpgevent.testing import LiveServer, ROOT, free_port, read_reply, write_config
+from qpgevent.testing import LiveServer, ROOT, free_port, read_reply, wait_for, write_config
 
 
-
-def wait_for(predicate, seconds=10.0):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_limit_connections_answers_421_instead_of_waiting(live_server):

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from qpgevent.master import EXIT_CRASH_LOOP
-from qpgevent.testing import ROOT, LiveServer, free_port, read_reply, write_config
+from qpgevent.testing import LiveServer, ROOT, free_port, read_reply, wait_for, write_config
 
 pytestmark = [pytest.mark.timeout(60),
               pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads worker pids from /proc")]
@@ -77,14 +77,6 @@ def hook_unrecognized_command(self, transaction, verb, rest):
 ''',
 }
 
-
-def wait_for(predicate, seconds=10.0, step=0.05):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return False
 
 
 def children(pid):

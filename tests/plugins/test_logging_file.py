@@ -8,6 +8,7 @@ import time
 import pytest
 
 from qpgevent.errors import ConfigError
+from qpgevent.testing import wait_for
 
 CONFIG = {"rcpthosts": ["example.com"]}
 RCPT_LINE = "(rcpt) rcpt_ok: pass, example.com is in rcpthosts"
@@ -53,15 +54,6 @@ def run_session(session):
     assert replies[-1].code == 250, replies[-1]
     return replies
 
-
-def wait_for(predicate, seconds=5.0):
-    """Poll ``predicate`` until it is true or ``seconds`` pass (for programs we piped to)."""
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def test_line_has_timestamp_connection_id_level_hook_plugin(session_factory, tmp_path):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from qpgevent import testing
-from qpgevent.testing import free_port, parse_replies
+from qpgevent.testing import free_port, parse_replies, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 CERT_TOOL = ROOT / "bin" / "qpsmtpd-tls-cert"
@@ -158,14 +158,6 @@ def greeted_and_starting_tls(server, line=b"STARTTLS\r\n"):
     assert (code, lines[0][:6]) == (220, "2.0.0 ")
     return client
 
-
-def wait_for(predicate, seconds=10.0):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 # -- STARTTLS -----------------------------------------------------------------------
