@@ -193,8 +193,12 @@ def bar_checks(res, many):
     for r in res.idle:
         # below 1,000 sessions the figure is mostly allocator noise
         if ours(r["server"]) and "pss_per_conn_kb" in r and r["n_target"] >= 1000:
+            all_greeted = r.get("greeted") == r["n_target"]
+            measured = "%s KB PSS" % r["pss_per_conn_kb"]
+            if not all_greeted:
+                measured += " (only %d of %d greeted)" % (r.get("greeted", 0), r["n_target"])
             checks.append(("%s idle session at %d: <= 12 KB" % (r["server"], r["n_target"]),
-                           "%s KB PSS" % r["pss_per_conn_kb"], r["pss_per_conn_kb"] <= 12))
+                           measured, all_greeted and r["pss_per_conn_kb"] <= 12))
     if many:
         checks.append(("%d sessions in one process, all greeted and all able to send" % many["sessions"],
                        "%d greeted, %d accepted" % (many["greeted"], many["accepted"]), bool(many["ok"])))
@@ -211,7 +215,7 @@ def chart(res, path):
         return False
     servers = res.load_servers
     cases = res.cases
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(9, 1.6 * len(cases) + 4), 9), sharex=True)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(9, 1.6 * len(cases) + 6), 9), sharex=True)
     width = 0.8 / max(1, len(servers))
     peer_colors = ["#8c8c8c", "#b0b0b0", "#6f9fd8", "#d8a06f", "#c27a7a", "#9bc27a", "#555555"]
     our_colors = ["#d62728", "#ff7f0e", "#9467bd", "#e377c2"]
@@ -229,7 +233,7 @@ def chart(res, path):
                    linewidth=0.6)
     top.set_ylabel("messages / s (higher is better)")
     top.set_title("SMTP servers on one 2-core machine, new connection per message (smtp-source)")
-    top.legend(ncol=min(5, len(servers)), fontsize=8, loc="upper left")
+    top.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     top.grid(axis="y", alpha=0.3)
     bottom.set_ylabel("server CPU ms / message (lower is better)")
     bottom.set_yscale("log")
@@ -262,6 +266,7 @@ def report(jsonl, out_dir, draw=True):
     if res.cases:
         lines += ["## Messages per second / server CPU ms per message (medians; new connection per message)", ""]
         lines += throughput_table(res)
+    if res.cases and any(not ours(s) for s in res.load_servers):
         lines += ["", "## Ratios", "",
                   "Each cell: throughput ratio (our msgs/s / peer msgs/s; above x1 we are faster) / "
                   "CPU-efficiency ratio (peer CPU ms per message / ours; above x1 we use less CPU)."]

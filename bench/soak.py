@@ -262,16 +262,17 @@ def main(argv=None):
         workers_at_start = set(first[3]) - {server.process.pid}
         cpu_start = sampler.cpu_seconds()
         sampler.start()
-        sent = errors = 0
+        sent = attempted = errors = 0
         error_lines = []
         busy = 0.0
         rounds = 0
         timed_out = False
-        while sent < options.messages:
+        while attempted < options.messages:
             if time.monotonic() > deadline:
                 timed_out = True
                 break
-            count = min(options.round, options.messages - sent)
+            count = min(options.round, options.messages - attempted)
+            attempted += count
             done, round_errors, lines, seconds, stopped = run_round(server.port, count, options, sampler, deadline)
             rounds += 1
             sent += done
@@ -283,6 +284,7 @@ def main(argv=None):
                   % (rounds, done, seconds, done / seconds if seconds else 0, round_errors, sent,
                      sampler.samples[-1][2]), flush=True)
             if stopped:
+                attempted -= count - done  # the rest was never tried
                 timed_out = True
                 break
         sampler.halt.set()
@@ -317,8 +319,8 @@ def main(argv=None):
     print()
     print("| measure | value |")
     print("|---|---|")
-    print("| messages sent / asked | %d / %d%s |" % (sent, options.messages,
-                                                   " (stopped by --max-seconds)" if timed_out else ""))
+    print("| messages completed / attempted / asked | %d / %d / %d%s |"
+          % (sent, attempted, options.messages, " (stopped by --max-seconds)" if timed_out else ""))
     print("| errors | %d |" % errors)
     print("| msgs/s (while sending) | %.0f |" % rate)
     print("| wall time | %.0f s |" % wall)

@@ -55,7 +55,7 @@ from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 from gevent import monkey
 
 from . import replies as R
-from .constants import DECLINED, DONE
+from .constants import DECLINED, DONE, OK
 from .errors import ConfigError
 
 _sleep = monkey.get_original("time", "sleep")  # the endpoint's thread has no gevent hub to sleep in
@@ -241,8 +241,8 @@ def _serve(endpoint: Endpoint, exposition: Callable[[], bytes], content_type: st
         except OSError:
             pass
         finally:
+            client.close()  # before forgetting it: a fork in between must find it closed, not leak it
             endpoint.client = None
-            client.close()
 
 
 def _read_request(client: Any) -> bytes:
@@ -265,7 +265,10 @@ def _answer(request: bytes, exposition: Callable[[], bytes], content_type: str) 
     elif path not in (b"/metrics", b"/"):
         status, body, content_type = "404 Not Found", b"GET /metrics\n", "text/plain"
     else:
-        status, body = "200 OK", exposition()
+        try:
+            status, body = "200 OK", exposition()
+        except Exception as exc:  # a damaged file in the directory, say: say so, and stay up for the next scrape
+            status, body, content_type = "500 Internal Server Error", ("%r\n" % exc).encode(), "text/plain"
     head = "HTTP/1.0 %s\r\nContent-Type: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % (
         status, content_type, len(body))
     return head.encode("ascii") + (b"" if method == b"HEAD" else body)
@@ -331,8 +334,9 @@ def hook_answered(session: Any, hook: str, result: Any) -> None:
         queued = getattr(session, "_out", None)
         if queued and queued[-1][:3].isdigit():
             _count(STAGE_OF_HOOK[hook], int(queued[-1][:3]), result.plugin)
-        return
-    session.metrics_decision = Decision(hook, result.plugin, False)
+    elif result.rc != OK or hook == "queue":
+        # Elsewhere OK only lets the message go on (queue_pre OK, say): the answer comes from a later hook.
+        session.metrics_decision = Decision(hook, result.plugin, False)
 
 
 def plugin_failed(session: Any, hook: str, plugin: str) -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from qpgevent.testing import ROOT, free_port, read_reply
+from qpgevent.testing import ROOT, free_port, read_reply, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -94,15 +94,6 @@ def scrape(server):
         for sample in family.samples:
             samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
     return samples
-
-
-def wait_for(predicate, seconds=10.0):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def wait_idle(server):
@@ -259,8 +250,8 @@ def test_two_workers_are_added_up(metrics_server):
     sockets = [*held.values(), *extra]
     while len(sockets) < 10:
         sockets.append(greet(server.address)[0])
+    assert wait_for(lambda: scrape(server).get("qpgevent_connections_open") == len(sockets))  # both workers
     before = scrape(server)
-    assert before.get("qpgevent_connections_open") == len(sockets)  # sessions of both workers
     assert [finish_message(sock) for sock in sockets] == [250] * len(sockets)
     after = wait_idle(server)
     assert delta(before, after, "qpgevent_messages_total", outcome="accepted", code="250", stage="queue",
