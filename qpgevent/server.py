@@ -192,7 +192,7 @@ def bind_listeners(options: argparse.Namespace) -> List[Listener]:
             for listener in listeners:
                 listener.socket.close()
             raise ConfigError("cannot listen on %s port %d: %s" % (host, port, exc.strerror)) from None
-        sock.listen(1024)
+        sock.listen(listen_backlog(options.limit_connections))
         listeners.append(Listener(sock, smtps))
     return listeners
 
@@ -285,7 +285,8 @@ class Server:
             return
         self.limits.enter(ip)
         metrics.session_opened()
-        child_addrs = list(self.limits.by_ip.elements())
+        # Only a pre-connection plugin reads it; building it for every session is O(sessions).
+        child_addrs = list(self.limits.by_ip.elements()) if smtpd.registry.has("pre-connection") else []
         transport = SocketTransport(sock)
         session = None
         try:
@@ -314,6 +315,20 @@ class Server:
         self.connections.join(timeout=grace)
         for session in list(self.sessions):
             session.shutdown()
+
+
+def listen_backlog(limit_connections: int) -> int:
+    """A backlog as deep as the connection limit (up to the kernel's somaxconn).
+
+    A burst larger than the backlog overflows into SYN cookies: the client
+    believes it is connected while the server never hears of it.
+    """
+    try:
+        with open("/proc/sys/net/core/somaxconn") as handle:
+            ceiling = int(handle.read())
+    except (OSError, ValueError):
+        ceiling = 4096
+    return max(1024, min(limit_connections or ceiling, ceiling))
 
 
 def read_proxy_header(sock: socket.socket, timeout: float) -> Optional[tuple]:

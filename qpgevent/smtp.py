@@ -62,6 +62,7 @@ class Session:
         self._chunk: Optional[ChunkReceiver] = None
         self._chunk_last = False
         self._chunk_error: Optional[tuple] = None  # (reply or None, messages, hang up?) for a BDAT we read but refuse
+        self._timeouts: Optional[tuple] = None  # (commands, data) seconds, see read_timeout
         self._input_reset = False  # STARTTLS: drop whatever the client sent before the handshake
         self._buffer = bytearray()
         self._out: List[bytes] = []
@@ -169,13 +170,20 @@ class Session:
         self.flush()
 
     def read_timeout(self) -> float:
-        """Seconds to wait for the client: ``timeoutsmtpd`` or ``timeout`` for commands, ``timeout`` in DATA."""
+        """Seconds to wait for the client: ``timeoutsmtpd`` or ``timeout`` for commands, ``timeout`` in DATA.
+
+        Read once per session: they are asked before every read.
+        """
+        if self._timeouts is None:
+            def seconds(value: Optional[str]) -> float:
+                try:
+                    return float(value or 300)
+                except ValueError:
+                    return 300.0
+            data = seconds(self.config("timeout"))
+            self._timeouts = (seconds(self.config("timeoutsmtpd") or str(data)), data)
         in_data = self.receiver is not None or self._chunk_left
-        value = None if in_data else self.config("timeoutsmtpd")
-        try:
-            return float(value or self.config("timeout") or 300)
-        except ValueError:
-            return 300.0
+        return self._timeouts[1 if in_data else 0]
 
     def run(self, transport: Any, early: bytes = b"", **pre_connection: Any) -> None:
         """Serve the whole conversation over ``transport`` (anything with ``recv(size, timeout)``).
@@ -711,7 +719,7 @@ class Session:
             return "\n".join(str(m) for m in result.messages)
         return "from %s (HELO %s) (%s)\n by %s (qpgevent/%s) with %s%s; %s" % (
             connection.remote_info, connection.hello_host, connection.remote_ip, self.me, self.smtpd.version,
-            proto, " (%s encrypted)" % tls if tls else "", formatdate(time.time(), localtime=True))
+            proto, " (%s encrypted)" % tls if tls else "", rfc5322_date())
 
     def authentication_results(self, authserv_id: str) -> Optional[str]:
         """The Authentication-Results value (RFC 8601), or None when there is nothing to report.
@@ -1016,6 +1024,17 @@ class Session:
         if result.rc != DONE:
             self.reply(R.QUIT, result.messages)
         raise Disconnect
+
+
+_date_cache = [0, ""]
+
+
+def rfc5322_date() -> str:
+    """The current local time in RFC 5322 form, made at most once a second."""
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache[:] = [now, formatdate(now, localtime=True)]
+    return _date_cache[1]
 
 
 def clean_authentication_results(header: Any) -> None:

@@ -61,7 +61,8 @@ class Smtpd:
         self.plugins: List[Plugin] = []
         self.spool_dir = self.config.get("spool_dir") or os.path.join(tempfile.gettempdir(), "qpgevent-spool-%d" % os.getuid())
         check_spool_dir(self.spool_dir, self.config)
-        self.size_threshold = _positive_int(self.config, "size_threshold", 10000)
+        # Messages up to this size stay in memory; larger ones are spooled to disk.
+        self.size_threshold = _positive_int(self.config, "size_threshold", 262144)
         self.max_rcpt = _positive_int(self.config, "max_rcpt", 100)
         self.max_line_length = _positive_int(self.config, "max_line_length", 1000)
         self.bare_newline = self.config.get("bare_newline", "reject")

@@ -13,7 +13,10 @@ class SocketTransport:
         self.socket = sock
 
     def write(self, data: bytes) -> None:
-        self.socket.sendall(data)
+        # One send() nearly always takes a whole reply; sendall() only for what is left.
+        sent = self.socket.send(data)
+        if sent < len(data):
+            self.socket.sendall(data[sent:])
 
     def start_tls(self, context, timeout: float) -> None:
         """Turn the connection into TLS (server side); raises OSError/ssl.SSLError on failure."""
