@@ -6,7 +6,7 @@ Plugins import their return codes and log levels from here::
 """
 from .constants import (DECLINED, DENY, DENY_DISCONNECT, DENYHARD, DENYSOFT, DENYSOFT_DISCONNECT, DONE, LOGALERT,
                         LOGCRIT, LOGDEBUG, LOGEMERG, LOGERROR, LOGINFO, LOGNOTICE, LOGRADAR, LOGWARN, OK, log_level,
-                        return_code)
+                        parse_log_level, return_code)
 from .version import VERSION
 
 __version__ = VERSION
@@ -14,7 +14,7 @@ __version__ = VERSION
 __all__ = [
     "OK", "DENY", "DENYSOFT", "DENY_DISCONNECT", "DENYHARD", "DENYSOFT_DISCONNECT", "DECLINED", "DONE",
     "LOGDEBUG", "LOGINFO", "LOGNOTICE", "LOGWARN", "LOGERROR", "LOGCRIT", "LOGALERT", "LOGEMERG", "LOGRADAR",
-    "return_code", "log_level", "Address", "ConfigError", "VERSION",
+    "return_code", "log_level", "parse_log_level", "Address", "ConfigError", "VERSION",
 ]
 
 

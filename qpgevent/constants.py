@@ -55,6 +55,14 @@ def return_code(value: "int | str") -> "str | int | None":
     return _CODE_BY_NAME.get(str(value).upper())
 
 
+def parse_log_level(text: str) -> int:
+    """A level given in config as ``0``-``7`` or a name (``LOGINFO``, ``INFO``); ValueError otherwise."""
+    level = int(text) if text.isdigit() else log_level(text)
+    if level is None or not 0 <= level <= 7:
+        raise ValueError("%r is not a log level; use 0-7 or a name such as LOGINFO or LOGDEBUG" % text)
+    return level
+
+
 def log_level(value: "int | str") -> "str | int | None":
     """Name for a log level number, or number for a name (exact match only)."""
     if isinstance(value, int):

@@ -7,7 +7,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, List, Optional, Sequence, Union
 
-from .constants import DECLINED, DENY, DENY_DISCONNECT, DENYSOFT, DENYSOFT_DISCONNECT, LOGINFO, log_level
+from .constants import DECLINED, DENY, DENY_DISCONNECT, DENYSOFT, DENYSOFT_DISCONNECT, LOGINFO, parse_log_level
 from .errors import ConfigError
 from .hooks import HOOK_BY_METHOD, HOOKS, current_hook, current_session
 
@@ -183,12 +183,7 @@ def parse_loglevel(text: str) -> tuple:
     """``6``, ``LOGINFO``/``INFO`` (absolute) or ``+1``/``-2`` (relative) as (relative?, number)."""
     if text[:1] in "+-" and text[1:].isdigit():
         return True, int(text)
-    if text.isdigit() and int(text) <= 7:
-        return False, int(text)
-    level = log_level(text)
-    if level is None:
-        raise ValueError("loglevel %r is not a log level: use 0-7, +N/-N or a name such as LOGINFO" % text)
-    return False, level
+    return False, parse_log_level(text)
 
 
 def _apply_generic_args(plugin: Plugin) -> None:

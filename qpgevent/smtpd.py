@@ -150,6 +150,15 @@ def check_spool_dir(path: str, config: Config) -> None:
                           config.path("spool_dir") and str(config.path("spool_dir")))
 
 
+def notice(text: str) -> None:
+    """A line for the operator on stderr, when logging itself is in trouble; never raises."""
+    try:
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+
+
 def format_log_line(level: int, message: str, hook: Optional[str], plugin: Optional[str], session: Any) -> str:
     """``<pid> <connection id> (<hook>) <plugin>: <message>`` with the level name, one line."""
     connection = getattr(session, "connection", None)

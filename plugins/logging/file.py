@@ -53,14 +53,13 @@ Config files: none.
 import os
 import re
 import subprocess
-import sys
 import time
 import weakref
 
 from gevent.lock import BoundedSemaphore
 
-from qpgevent import DECLINED, LOGWARN, log_level
-from qpgevent.smtpd import format_log_line
+from qpgevent import DECLINED, LOGWARN, parse_log_level
+from qpgevent.smtpd import format_log_line, notice
 
 RETRY_SECONDS = 1.0
 CHECK_SECONDS = 1.0
@@ -145,7 +144,7 @@ def register(self, qp, *args):
             if len(args) < 2:
                 raise ValueError("%s needs a value, e.g. 'logging/file loglevel LOGINFO /var/log/qpsmtpd.log'" % word)
             if word == "loglevel":
-                self.log_threshold = parse_level(args[1])
+                self.log_threshold = parse_log_level(args[1])
             else:
                 self.tsformat = args[1]
             del args[:2]
@@ -166,13 +165,6 @@ def register(self, qp, *args):
         if not os.path.isdir(directory):
             raise ValueError("directory %s does not exist; create it or fix the path" % directory)
     self.output = Output(self.pipe)
-
-
-def parse_level(text):
-    level = int(text) if text.isdigit() else log_level(text)
-    if level is None or not 0 <= level <= 7:
-        raise ValueError("%r is not a log level; use 0-7 or a name such as LOGINFO or LOGDEBUG" % text)
-    return level
 
 
 def expand(self, connection):
@@ -232,14 +224,6 @@ def emit(self, output, name, data):
     if output.failing:
         output.failing = False
         notice("%s: writing to %s%s again" % (self.name, "|" if self.pipe else "", name))
-
-
-def notice(text):
-    try:
-        sys.stderr.write(text + "\n")
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        pass
 
 
 def hook_post_connection(self, transaction):

@@ -41,7 +41,8 @@ import sys
 import time
 import weakref
 
-from qpgevent import DECLINED, LOGWARN, log_level
+from qpgevent import DECLINED, LOGWARN, log_level, parse_log_level
+from qpgevent.smtpd import notice
 
 RETRY_SECONDS = 1.0
 _outputs = weakref.WeakSet()
@@ -92,7 +93,7 @@ def register(self, qp, *args):
     if args[:1] and args[0].lower() == "loglevel":
         if len(args) < 2:
             raise ValueError("loglevel needs a value, e.g. 'logging/json loglevel LOGINFO /var/log/qpsmtpd.json'")
-        self.log_threshold = parse_level(args[1])
+        self.log_threshold = parse_log_level(args[1])
         del args[:2]
     if len(args) != 1:
         raise ValueError("give one PATH, or - for stderr, e.g. 'logging/json loglevel LOGINFO /var/log/qpsmtpd.json'"
@@ -104,13 +105,6 @@ def register(self, qp, *args):
     if not os.path.isdir(os.path.dirname(path)):
         raise ValueError("directory %s does not exist; create it or fix the path" % os.path.dirname(path))
     self.output = Output(path)
-
-
-def parse_level(text):
-    level = int(text) if text.isdigit() else log_level(text)
-    if level is None or not 0 <= level <= 7:
-        raise ValueError("%r is not a log level; use 0-7 or a name such as LOGINFO or LOGDEBUG" % text)
-    return level
 
 
 def hook_logging(self, transaction, level, hook, plugin, message):
@@ -155,9 +149,3 @@ def emit(self, data):
         notice("%s: writing to %s again" % (self.name, output.path or "stderr"))
 
 
-def notice(text):
-    try:
-        sys.stderr.write(text + "\n")
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        pass

@@ -39,14 +39,13 @@ import errno
 import os
 import re
 import socket as _stdlib_socket
-import sys
 import time
 
 from gevent import socket
 from gevent.lock import BoundedSemaphore
 
-from qpgevent import DECLINED, LOGWARN, log_level
-from qpgevent.smtpd import format_log_line
+from qpgevent import DECLINED, LOGWARN, parse_log_level
+from qpgevent.smtpd import format_log_line, notice
 
 FACILITIES = {
     "kern": 0, "user": 1, "mail": 2, "daemon": 3, "auth": 4, "syslog": 5, "lpr": 6, "news": 7, "uucp": 8,
@@ -68,7 +67,7 @@ def register(self, qp, *args):
         if key.lower() not in _OPTIONS:
             raise ValueError("unknown argument %r; the arguments are %s" % (key, ", ".join(_OPTIONS)))
         options[key.lower()] = value
-    self.log_threshold = parse_level(options.get("loglevel", str(LOGWARN)))
+    self.log_threshold = parse_log_level(options.get("loglevel", str(LOGWARN)))
     self.severity = parse_name(options["priority"], SEVERITIES, "priority") if "priority" in options else None
     self.facility = parse_name(options.get("facility", "mail"), FACILITIES, "facility")
     self.ident = options.get("ident", "qpsmtpd")
@@ -83,13 +82,6 @@ def register(self, qp, *args):
         self.failing = True
         notice("%s: %s does not exist (is a syslog daemon running?); logging to stderr until it does"
                % (self.name, self.address))
-
-
-def parse_level(text):
-    level = int(text) if text.isdigit() else log_level(text)
-    if level is None or not 0 <= level <= 7:
-        raise ValueError("%r is not a log level; use 0-7 or a name such as LOGINFO or LOGDEBUG" % text)
-    return level
 
 
 def parse_name(text, table, what):
@@ -189,9 +181,3 @@ def send(self, data):
         raise
 
 
-def notice(text):
-    try:
-        sys.stderr.write(text + "\n")
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        pass

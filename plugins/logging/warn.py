@@ -18,7 +18,7 @@ Config files: none.
 """
 import sys
 
-from qpgevent import DECLINED, LOGWARN, log_level
+from qpgevent import DECLINED, LOGWARN, parse_log_level
 from qpgevent.smtpd import format_log_line
 
 
@@ -27,14 +27,7 @@ def register(self, qp, *args):
         args = args[1:]
     if len(args) > 1:
         raise ValueError("takes one argument, the log level (e.g. 'logging/warn LOGINFO'), not %r" % " ".join(args))
-    self.log_threshold = parse_level(args[0]) if args else LOGWARN
-
-
-def parse_level(text):
-    level = int(text) if text.isdigit() else log_level(text)
-    if level is None or not 0 <= level <= 7:
-        raise ValueError("%r is not a log level; use 0-7 or a name such as LOGINFO or LOGDEBUG" % text)
-    return level
+    self.log_threshold = parse_log_level(args[0]) if args else LOGWARN
 
 
 def hook_logging(self, transaction, level, hook, plugin, message):
