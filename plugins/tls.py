@@ -17,6 +17,13 @@ Config file ``tls.ini`` (all optional)::
     ciphers = ECDHE+AESGCM:...   # OpenSSL cipher string for TLS 1.2 (default: OpenSSL's)
     handshake_timeout = 10       # seconds a client has to finish the handshake
     smtps_ports = 465            # local ports that speak TLS from the first byte (a list: 465, 10465)
+    client_certificates = none   # or optional: ask clients for a certificate signed by client_ca
+    client_ca = ssl/clients.crt  # default: the CA argument of the tls line
+
+With ``client_certificates = optional`` a client that presents a certificate
+signed by ``client_ca`` has it (as ``ssl.getpeercert()`` gives it) in the
+connection note ``tls_peer_certificate``; one that presents none still gets
+in, and one with a bad certificate fails the handshake.
 
 ``handshake_timeout`` must stay below ``plugin_timeout`` (default 30 s): the
 handshake runs inside a hook.  A listener given with ``--smtps-listen`` is
@@ -45,6 +52,8 @@ min_version = option('TLSv1_2', 'TLSv1_3', default='TLSv1_2')
 ciphers = string(default='')
 handshake_timeout = float(min=1, max=600, default=10)
 smtps_ports = force_list(default=list("465"))
+client_certificates = option('none', 'optional', default='none')
+client_ca = string(default='')
 """
 
 
@@ -80,6 +89,17 @@ def register(self, qp, cert="ssl/qpsmtpd-server.crt", key="ssl/qpsmtpd-server.ke
         raise ValueError("cannot load certificate %s with key %s%s: %s; check that both are PEM files and that "
                          "the key belongs to the certificate"
                          % (paths[0], paths[1], " and CA file %s" % paths[2] if paths[2] else "", exc)) from None
+    if settings["client_certificates"] == "optional":
+        client_ca = settings["client_ca"] or paths[2]
+        if not client_ca:
+            raise ValueError("%s: client_certificates = optional needs client_ca (the CA that signs client "
+                             "certificates) or a CA argument on the tls line" % ini)
+        client_ca = os.path.join(base, client_ca) if not os.path.isabs(client_ca) else client_ca
+        try:
+            context.load_verify_locations(client_ca)
+        except (ssl.SSLError, OSError) as exc:
+            raise ValueError("%s: cannot load client_ca %s: %s" % (ini, client_ca, exc)) from None
+        context.verify_mode = ssl.CERT_OPTIONAL  # ask; a client without one still gets in
     self.context = context
     self.handshake_timeout = settings["handshake_timeout"]
     try:

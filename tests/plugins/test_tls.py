@@ -505,3 +505,52 @@ def test_sighup_reloads_the_certificate(tls_server, tmp_path):
     assert peer_certificate(server) == first  # nothing changes before the signal
     server.process.send_signal(signal.SIGHUP)
     assert wait_for(lambda: peer_certificate(server) == second)
+
+
+SHOWPEER = '''
+from qpgevent import DECLINED, DONE
+
+
+def hook_unrecognized_command(self, transaction, verb, rest):
+    if verb != "xpeer":
+        return DECLINED
+    peer = self.qp.connection.notes.get("tls_peer_certificate")
+    subject = dict(item[0] for item in peer["subject"]) if peer else {}
+    self.qp.respond(250, "peer=%s" % subject.get("commonName"))
+    return DONE
+'''
+
+
+def make_client_cert(ssl_dir, tmp_path):
+    """A client certificate (CN client.test) signed by the test CA."""
+    key, csr, crt = tmp_path / "client.key", tmp_path / "client.csr", tmp_path / "client.crt"
+    subprocess.run(["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-keyout", str(key), "-subj", "/CN=client.test", "-out", str(csr)], check=True,
+                   capture_output=True, timeout=30)
+    subprocess.run(["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ssl_dir / "qpsmtpd-ca.crt"),
+                    "-CAkey", str(ssl_dir / "qpsmtpd-ca.key"), "-CAcreateserial", "-days", "1", "-out", str(crt)],
+                   check=True, capture_output=True, timeout=30)
+    return crt, key
+
+
+def test_optional_client_certificate_reaches_the_notes(live_server, tmp_path):
+    """With client_certificates = optional, a client certificate signed by the CA is in
+    connection.notes["tls_peer_certificate"]; a client without one still gets in."""
+    config = write_config(tmp_path, ["client_certificates = optional", "client_ca = ssl/qpsmtpd-ca.crt"])
+    (tmp_path / "testplugins" / "showpeer.py").write_text(SHOWPEER)
+    server = live_server(plugins=["showpeer", *config.pop("plugins")], config=config)
+    ca = str(tmp_path / "config" / "ssl" / "qpsmtpd-ca.crt")
+    crt, key = make_client_cert(tmp_path / "config" / "ssl", tmp_path)
+    with_cert = ssl.create_default_context(cafile=ca)
+    with_cert.load_cert_chain(str(crt), str(key))
+    for context, expected in ((with_cert, "peer=client.test"), (ssl.create_default_context(cafile=ca), "peer=None")):
+        with smtplib.SMTP(*server.address, timeout=10) as client:
+            client.starttls(context=context)
+            client.ehlo("client.test")
+            assert client.docmd("XPEER") == (250, ("2.0.0 " + expected).encode())
+
+
+def test_optional_client_certificates_need_a_ca(tmp_path):
+    """client_certificates = optional without any CA to check them against stops start-up."""
+    status, stderr = start_up_error(tmp_path, tls_ini=["client_certificates = optional"])
+    assert status == 78 and "needs client_ca" in stderr
