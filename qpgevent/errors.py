@@ -13,3 +13,7 @@ class ConfigError(Exception):
         if path and line:
             where = "%s:%d" % (path, line)
         super().__init__("%s: %s" % (where, message) if where else message)
+
+
+class Disconnect(Exception):
+    """Raised inside an SMTP command to end the session after the replies so far."""

@@ -11,8 +11,6 @@ import traceback
 from email.utils import formatdate
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-import gevent
-
 from . import metrics
 from . import replies as R
 from . import sasl
@@ -21,24 +19,24 @@ from .command import ParseError, check_dsn_mail, check_dsn_rcpt, parse_path_comm
 from .connection import Connection
 from .constants import (DECLINED, DENY, DENY_DISCONNECT, DENYSOFT, DENYSOFT_DISCONNECT, DONE, LOGDEBUG,
                         LOGERROR, LOGINFO, OK)
+from .auth import MAX_AUTH_LINE, AuthCommands
+from .chunking import ChunkingCommands
 from .data import ChunkReceiver, DataReceiver
+from .errors import Disconnect
 from .hooks import HookResult, PluginFailure
 from .replies import Reply, format_reply, match_class, split_lines, status_for
 from .transaction import Transaction
 
 MAX_COMMAND_LINE = 512  # RFC 5321 4.5.3.1.4, CRLF included
-MAX_AUTH_LINE = 12288  # RFC 4954 4: SASL responses may be this long
 _VERB = re.compile(r"\w{1,12}\Z")
-_BDAT = re.compile(r"(\d{1,15})(?: +(LAST))? *\Z", re.IGNORECASE)
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
-class Disconnect(Exception):
-    """Raised inside a command to end the session after the replies so far."""
+class Session(AuthCommands, ChunkingCommands):
+    """The state of one client conversation, driven by the server or by tests.
 
-
-class Session:
-    """The state of one client conversation, driven by the server or by tests."""
+    AUTH (``auth.py``) and BDAT (``chunking.py``) are mixed in from their own modules.
+    """
 
     verbs: Dict[str, Callable] = {}
 
@@ -770,217 +768,6 @@ class Session:
         if post.rc not in (OK, 0, DECLINED):
             self.log(LOGERROR, "queue_post: %s" % " ".join(map(str, post.messages)))
 
-    # -- BDAT (RFC 3030) -------------------------------------------------------------
-    def smtp_bdat(self, rest: str) -> None:
-        found = _BDAT.match(rest)
-        if not found:
-            # Without a size we cannot know where the chunk ends: the rest would be misread.
-            self.reply(R.BDAT_SYNTAX)
-            raise Disconnect
-        self._chunk_left = self._chunk_size = int(found.group(1))
-        self._chunk_last = found.group(2) is not None
-        if self._chunk is None:
-            self._chunk_error = self._bdat_refusal()
-            if self._chunk_error is None:
-                smtpd = self.smtpd
-                binary = (self.transaction.notes["mail_parameters"].get("body") or "").upper() == "BINARYMIME"
-                receiver = DataReceiver(self.transaction, self.databytes(), 0 if binary else smtpd.max_line_length)
-                self._chunk = ChunkReceiver(receiver)
-        if not self._chunk_left:
-            self._end_chunk()
-
-    def _bdat_refusal(self) -> Optional[tuple]:
-        """Why the first chunk of a transaction is refused, or None.
-
-        The ``data`` hook decides as for DATA, but the answer waits until the
-        chunk's octets are read: sent earlier, they would be read as commands.
-        DONE means a plugin has answered (``reply`` None).
-        """
-        if self.transaction.sender is None:
-            return R.DATA_NO_MAIL, (), False
-        if not self.transaction.recipients:
-            return R.DATA_NO_RCPT, (), False
-        try:
-            result = self.run_hooks("data")
-        except PluginFailure:
-            return R.PLUGIN_FAILED, (), False
-        rc = result.rc
-        if rc == DONE:
-            return None, (), False
-        if rc in (DENY, DENY_DISCONNECT):
-            return R.DATA_DENY, result.messages, rc == DENY_DISCONNECT
-        if rc in (DENYSOFT, DENYSOFT_DISCONNECT):
-            return R.DATA_DENYSOFT, result.messages, rc == DENYSOFT_DISCONNECT
-        return None
-
-    def _feed_chunk(self, buf: bytearray, position: int) -> int:
-        take = min(len(buf) - position, self._chunk_left)
-        data = bytes(buf[position:position + take])
-        self._chunk_left -= take
-        if self._chunk is not None and self._chunk_error is None:
-            self._pass_chunk(self._chunk.receiver, self._chunk.lines(data, last=False))
-        if not self._chunk_left:
-            self._end_chunk()
-        return position + take
-
-    def _pass_chunk(self, receiver: DataReceiver, stuffed: bytes) -> None:
-        data, position = bytearray(stuffed), 0
-        while position < len(data):
-            before = (position, receiver.in_header)
-            position = receiver.feed(data, position)
-            if receiver.headers_ready:
-                receiver.headers_ready = False
-                self._headers_end()
-            if (position, receiver.in_header) == before:
-                break
-
-    def _end_chunk(self) -> None:
-        if self._chunk_error is not None:
-            reply, messages, hang_up = self._chunk_error
-            self._chunk_error = self._chunk = None
-            if reply is not None:
-                self.reply(reply, messages)
-            self.reset_transaction()
-            if hang_up:
-                raise Disconnect
-            return
-        if not self._chunk_last:
-            self.reply(R.BDAT_OK, size=self._chunk_size)
-            return
-        chunk, self._chunk = self._chunk, None
-        self._pass_chunk(chunk.receiver, chunk.lines(b"", last=True))
-        chunk.receiver.finish()
-        try:
-            self._end_of_data(chunk.receiver)
-        except PluginFailure:
-            self.reply(R.PLUGIN_FAILED)
-            self.reset_transaction()
-
-    # -- AUTH (RFC 4954) ----------------------------------------------------------------
-    def auth_mechanisms(self) -> List[str]:
-        """SASL mechanisms some plugin checks: all three with a generic ``auth`` hook."""
-        if self.registry.has("auth"):
-            return list(sasl.MECHANISMS)
-        return [m for m in sasl.MECHANISMS if self.registry.has("auth-" + m.lower())]
-
-    def _tls_required(self) -> bool:
-        return not self.connection.notes.get("tls_enabled") and self.config("tls_before_auth", "1") != "0"
-
-    def _auth_offered(self) -> bool:
-        return not self.auth_user and not self._tls_required() and bool(self.auth_mechanisms())
-
-    def smtp_auth(self, rest: str) -> None:
-        mechanisms = self.auth_mechanisms()
-        if not mechanisms:
-            self._unrecognized("auth", rest)
-            return
-        # The initial response carries the credentials: they must not outlive the command.
-        self.connection.notes["original_string"] = "AUTH " + rest.split(" ", 1)[0]
-        if self.connection.hello != "ehlo":
-            self.reply(R.AUTH_NEEDS_EHLO)
-        elif self._tls_required():
-            self.reply(R.AUTH_NEEDS_TLS)
-        elif self.auth_user:
-            self.reply(R.AUTH_AGAIN)
-        elif self.transaction.sender is not None:
-            self.reply(R.AUTH_IN_TRANSACTION)
-        else:
-            words = self._parse("auth_parse", "auth", rest, parse_words)
-            if words is None:
-                return
-            if not words or len(words) > 2:
-                self.reply(R.SYNTAX_COMMAND)
-                return
-            mechanism = str(words[0]).upper()
-            if mechanism not in mechanisms:
-                self.reply(R.AUTH_UNKNOWN_MECHANISM, mechanism=sasl.printable(mechanism.lower()))
-                return
-            initial = None if len(words) == 1 else ("" if words[1] == "=" else str(words[1]))
-            exchange = sasl.Exchange(mechanism, self.me)
-            self._sasl_step(exchange, exchange.start(initial))
-
-    def _sasl_line(self, raw: bytes) -> None:
-        exchange, self._sasl = self._sasl, None
-        if len(raw) > MAX_AUTH_LINE:
-            self._sasl_step(exchange, sasl.TOO_LONG)
-            return
-        try:
-            line = raw.rstrip(b"\r\n").decode("ascii")
-        except UnicodeDecodeError:
-            line = "?"  # not base64: the exchange says so
-        self._sasl_step(exchange, exchange.step(line))
-
-    def _sasl_step(self, exchange: sasl.Exchange, step: Any) -> None:
-        if isinstance(step, sasl.Challenge):
-            self._sasl = exchange
-            self.respond(334, step.text, status=None)
-        elif step is sasl.CANCELLED:
-            # Nothing was guessed, so there is nothing to slow down or count.
-            self.respond(step.code, step.text, status=step.status)
-        elif isinstance(step, sasl.Failure):
-            self._auth_failed(lambda: self.respond(step.code, step.text, status=step.status))
-        else:
-            self._check_credentials(step)
-
-    def _check_credentials(self, credentials: sasl.Credentials) -> None:
-        """Ask ``auth-<mech>`` then ``auth``: OK 235, DENYSOFT or a failing plugin 454 (RFC 4954 6), else 535."""
-        mechanism = credentials.mechanism
-        args = (mechanism.lower(), credentials.user, credentials.password, credentials.digest, credentials.ticket)
-        try:
-            result = self.run_hooks("auth-" + mechanism.lower(), *args)
-            if result.rc in (DECLINED, 0):
-                result = self.run_hooks("auth", *args)
-        except PluginFailure:
-            result = HookResult(DENYSOFT, [])  # a broken checker says nothing about the password
-        rc = result.rc
-        if rc == DONE:
-            return
-        user = sasl.printable(credentials.user)
-        detail = (" - " + " ".join(map(str, result.messages))) if result.messages else ""
-        if rc == OK:
-            self.auth_user, self.auth_mechanism = user, mechanism
-            self._relay_before_auth = self.connection.relay_client
-            self.connection.relay_client = True
-            self.connection.notes.pop("naughty", None)
-            metrics.auth_result("success")
-            self.reply(R.AUTH_OK, mechanism=mechanism, user=user, detail=detail)
-            return
-        if rc in (DENYSOFT, DENYSOFT_DISCONNECT):
-            self.log(LOGINFO, "authentication for %s (%s) failed temporarily" % (user, mechanism))
-            metrics.auth_result("tempfail")
-            self.reply(R.AUTH_TEMPFAIL, detail=detail)
-        else:
-            self.log(LOGINFO, "authentication failed for %s (%s)" % (user, mechanism))
-            self._auth_failed(lambda: self.reply(R.AUTH_FAILED, mechanism=mechanism, user=user,
-                                                 ip=self.connection.remote_ip, detail=detail))
-        if rc in (DENY_DISCONNECT, DENYSOFT_DISCONNECT):
-            raise Disconnect
-
-    def _auth_failed(self, answer: Callable) -> None:
-        """Answer a failed attempt after a growing pause; too many end the session.
-
-        The pause is ``auth_failure_delay`` seconds (default 1) times the
-        number of failures so far, at most 10; after ``auth_max_failures``
-        (default 3, 0 for no limit) the client gets 421 and is disconnected.
-        """
-        self.auth_failures += 1
-        metrics.auth_result("failure")
-        try:
-            delay = float(self.config("auth_failure_delay", "1"))
-            limit = int(self.config("auth_max_failures", "3"))
-            if not delay >= 0 or limit < 0:
-                raise ValueError
-        except ValueError:
-            # A typo must not switch off the brake on password guessing.
-            self.log(LOGERROR, "auth_failure_delay and auth_max_failures must be numbers of 0 or more; using 1 and 3")
-            delay, limit = 1.0, 3
-        if delay:
-            gevent.sleep(min(delay * self.auth_failures, 10.0))
-        answer()
-        if limit and self.auth_failures >= limit:
-            self.reply(R.AUTH_TOO_MANY)
-            raise Disconnect
-
     def smtp_rset(self, rest: str) -> None:
         self.receiver = None
         self.reset_transaction()
@@ -1048,4 +835,4 @@ def clean_authentication_results(header: Any) -> None:
     header.rename("Authentication-Results", "Original-Authentication-Results")
 
 
-Session.verbs = {name[len("smtp_"):]: function for name, function in vars(Session).items() if name.startswith("smtp_")}
+Session.verbs = {name[len("smtp_"):]: getattr(Session, name) for name in dir(Session) if name.startswith("smtp_")}

@@ -1,0 +1,104 @@
+"""BDAT (RFC 3030 CHUNKING and BINARYMIME): octet-counted message chunks.
+
+Mixed into ``Session``; the chunk bytes are read by ``Session.feed`` and
+handed over here.
+"""
+import re
+from typing import Optional
+
+from . import replies as R
+from .constants import DENY, DENY_DISCONNECT, DENYSOFT, DENYSOFT_DISCONNECT, DONE
+from .data import ChunkReceiver, DataReceiver
+from .errors import Disconnect
+from .hooks import PluginFailure
+
+_BDAT = re.compile(r"(\d{1,15})(?: +(LAST))? *\Z", re.IGNORECASE)
+
+
+class ChunkingCommands:
+    """The BDAT verb and the reading of its chunks."""
+
+    def smtp_bdat(self, rest: str) -> None:
+        found = _BDAT.match(rest)
+        if not found:
+            # Without a size we cannot know where the chunk ends: the rest would be misread.
+            self.reply(R.BDAT_SYNTAX)
+            raise Disconnect
+        self._chunk_left = self._chunk_size = int(found.group(1))
+        self._chunk_last = found.group(2) is not None
+        if self._chunk is None:
+            self._chunk_error = self._bdat_refusal()
+            if self._chunk_error is None:
+                smtpd = self.smtpd
+                binary = (self.transaction.notes["mail_parameters"].get("body") or "").upper() == "BINARYMIME"
+                receiver = DataReceiver(self.transaction, self.databytes(), 0 if binary else smtpd.max_line_length)
+                self._chunk = ChunkReceiver(receiver)
+        if not self._chunk_left:
+            self._end_chunk()
+
+    def _bdat_refusal(self) -> Optional[tuple]:
+        """Why the first chunk of a transaction is refused, or None.
+
+        The ``data`` hook decides as for DATA, but the answer waits until the
+        chunk's octets are read: sent earlier, they would be read as commands.
+        DONE means a plugin has answered (``reply`` None).
+        """
+        if self.transaction.sender is None:
+            return R.DATA_NO_MAIL, (), False
+        if not self.transaction.recipients:
+            return R.DATA_NO_RCPT, (), False
+        try:
+            result = self.run_hooks("data")
+        except PluginFailure:
+            return R.PLUGIN_FAILED, (), False
+        rc = result.rc
+        if rc == DONE:
+            return None, (), False
+        if rc in (DENY, DENY_DISCONNECT):
+            return R.DATA_DENY, result.messages, rc == DENY_DISCONNECT
+        if rc in (DENYSOFT, DENYSOFT_DISCONNECT):
+            return R.DATA_DENYSOFT, result.messages, rc == DENYSOFT_DISCONNECT
+        return None
+
+    def _feed_chunk(self, buf: bytearray, position: int) -> int:
+        take = min(len(buf) - position, self._chunk_left)
+        data = bytes(buf[position:position + take])
+        self._chunk_left -= take
+        if self._chunk is not None and self._chunk_error is None:
+            self._pass_chunk(self._chunk.receiver, self._chunk.lines(data, last=False))
+        if not self._chunk_left:
+            self._end_chunk()
+        return position + take
+
+    def _pass_chunk(self, receiver: DataReceiver, stuffed: bytes) -> None:
+        data, position = bytearray(stuffed), 0
+        while position < len(data):
+            before = (position, receiver.in_header)
+            position = receiver.feed(data, position)
+            if receiver.headers_ready:
+                receiver.headers_ready = False
+                self._headers_end()
+            if (position, receiver.in_header) == before:
+                break
+
+    def _end_chunk(self) -> None:
+        if self._chunk_error is not None:
+            reply, messages, hang_up = self._chunk_error
+            self._chunk_error = self._chunk = None
+            if reply is not None:
+                self.reply(reply, messages)
+            self.reset_transaction()
+            if hang_up:
+                raise Disconnect
+            return
+        if not self._chunk_last:
+            self.reply(R.BDAT_OK, size=self._chunk_size)
+            return
+        chunk, self._chunk = self._chunk, None
+        self._pass_chunk(chunk.receiver, chunk.lines(b"", last=True))
+        chunk.receiver.finish()
+        try:
+            self._end_of_data(chunk.receiver)
+        except PluginFailure:
+            self.reply(R.PLUGIN_FAILED)
+            self.reset_transaction()
