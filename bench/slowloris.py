@@ -60,6 +60,7 @@ from gevent.lock import Semaphore  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from procfs import process_tree, tree_rss_kb  # noqa: E402
 from qpgevent.testing import free_port, write_config  # noqa: E402
 
 PLUGINS = ["hosts_allow", "count_unrecognized_commands 4", "relay", "rcpt_ok", "queue/discard"]
@@ -80,35 +81,6 @@ def raise_fd_limit():
     if soft < wanted:
         resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
-def process_tree(root):
-    children = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open("/proc/%s/stat" % entry) as handle:
-                    parent = int(handle.read().rsplit(")", 1)[1].split()[1])
-            except OSError:
-                continue
-            children.setdefault(parent, []).append(int(entry))
-    tree, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        tree.append(pid)
-        todo.extend(children.get(pid, []))
-    return tree
-
-
-def tree_rss_kb(root):
-    total = 0
-    for pid in process_tree(root):
-        try:
-            with open("/proc/%d/status" % pid) as handle:
-                total += next(int(line.split()[1]) for line in handle if line.startswith("VmRSS:"))
-        except (OSError, StopIteration):
-            pass
-    return total
 
 
 class Server:

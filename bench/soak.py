@@ -42,53 +42,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from procfs import CLOCK_TICKS, cpu_ticks, process_tree, rss_kb  # noqa: E402
 from qpgevent.testing import free_port, write_config  # noqa: E402
 
 PLUGINS = ["hosts_allow", "count_unrecognized_commands 4", "relay", "rcpt_ok", "queue/discard"]
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-# -- the server's process tree, from /proc ---------------------------------------------------------
-def process_tree(root):
-    """``root`` and every live descendant of it."""
-    children = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % entry) as handle:
-                stat = handle.read()
-        except OSError:
-            continue
-        parent = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(parent, []).append(int(entry))
-    tree, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        tree.append(pid)
-        todo.extend(children.get(pid, []))
-    return tree
-
-
-def rss_kb(pid):
-    try:
-        with open("/proc/%d/status" % pid) as handle:
-            for line in handle:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def cpu_ticks(pid):
-    """utime + stime of one process, in clock ticks."""
-    try:
-        with open("/proc/%d/stat" % pid) as handle:
-            fields = handle.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return int(fields[11]) + int(fields[12])  # fields 14 and 15 of stat(5), counted after the name
 
 
 class Server:
