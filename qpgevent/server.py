@@ -34,7 +34,7 @@ from .proxy import MAX_HEADER as MAX_PROXY_HEADER, ProxyError, parse as parse_pr
 from .replies import format_reply
 from .smtp import Session
 from .smtpd import Smtpd
-from .transport import SocketTransport
+from .transport import IdleSweeper, SocketTransport
 
 DEFAULT_PORT = 2525
 SMTPS_PORT = 465
@@ -231,6 +231,7 @@ class Server:
         # Every connection's greenlet, from the accept on: one accepted just
         # before a stop, not yet a session, still gets served.
         self.connections = Pool()
+        self.sweeper = IdleSweeper()
 
     def bind(self) -> None:
         self.serve_on(bind_listeners(self.options))
@@ -249,6 +250,7 @@ class Server:
         return [listener.socket.getsockname()[:2] for listener in self.listeners]
 
     def start(self) -> None:
+        self.sweeper.start()
         for listener in self.listeners:
             listener.start()
 
@@ -287,7 +289,7 @@ class Server:
         metrics.session_opened()
         # Only a pre-connection plugin reads it; building it for every session is O(sessions).
         child_addrs = list(self.limits.by_ip.elements()) if smtpd.registry.has("pre-connection") else []
-        transport = SocketTransport(sock)
+        transport = SocketTransport(sock, self.sweeper)
         session = None
         try:
             host = None if self.options.no_rdns else reverse_lookup(ip)

@@ -1,22 +1,74 @@
 """Where a session's replies go: a socket, stdin/stdout, or memory (tests)."""
 import os
 import socket as _socket
-from typing import Optional
+import time
+from contextlib import contextmanager
+from typing import Dict, Iterator, Optional, Tuple
 
+import gevent
 from gevent import Timeout as _Timeout, select as _select
 
 
-class SocketTransport:
-    """A connected client socket."""
+class IdleSweeper:
+    """Ends reads and writes that waited too long, from one greenlet.
 
-    def __init__(self, sock: _socket.socket) -> None:
+    Checking every waiting socket once a second costs less than arming a
+    timer for every read of every session, and holds no timer per idle session.
+    """
+
+    def __init__(self, interval: float = 1.0) -> None:
+        self.interval = interval
+        self.waiting: Dict["SocketTransport", Tuple[float, gevent.Greenlet]] = {}
+        self._greenlet: Optional[gevent.Greenlet] = None
+
+    def start(self) -> None:
+        self._greenlet = gevent.spawn(self._sweep)
+
+    def _sweep(self) -> None:
+        while True:
+            gevent.sleep(self.interval)
+            now = time.monotonic()
+            for transport, (deadline, waiter) in list(self.waiting.items()):
+                if deadline <= now:
+                    del self.waiting[transport]
+                    waiter.throw(TimeoutError("no data for too long"))
+
+
+class SocketTransport:
+    """A connected client socket; with a ``sweeper``, its waits are bounded by it instead of socket timers."""
+
+    def __init__(self, sock: _socket.socket, sweeper: Optional[IdleSweeper] = None) -> None:
         self.socket = sock
+        self.sweeper = sweeper
+        self.timeout = 300.0  # the last read timeout also bounds a blocked write
+        if sweeper is not None:
+            sock.settimeout(None)
 
     def write(self, data: bytes) -> None:
         # One send() nearly always takes a whole reply; sendall() only for what is left.
         sent = self.socket.send(data)
         if sent < len(data):
-            self.socket.sendall(data[sent:])
+            with self._watched(self.timeout):
+                self.socket.sendall(data[sent:])
+
+    @contextmanager
+    def _watched(self, timeout: Optional[float]) -> Iterator[None]:
+        """While the block runs, a wait longer than ``timeout`` seconds ends in TimeoutError."""
+        sweeper = self.sweeper
+        if sweeper is None:
+            self.socket.settimeout(timeout)
+            try:
+                yield
+            except _socket.timeout:
+                raise TimeoutError from None
+            return
+        if self.socket.gettimeout() is not None:
+            self.socket.settimeout(None)  # a TLS handshake left its own deadline on the socket
+        sweeper.waiting[self] = (time.monotonic() + (timeout or 1e9), gevent.getcurrent())
+        try:
+            yield
+        finally:
+            sweeper.waiting.pop(self, None)
 
     def start_tls(self, context, timeout: float) -> None:
         """Turn the connection into TLS (server side); raises OSError/ssl.SSLError on failure."""
@@ -24,11 +76,10 @@ class SocketTransport:
 
     def recv(self, size: int, timeout: Optional[float]) -> bytes:
         """Bytes from the client; b"" at its EOF; TimeoutError after ``timeout`` seconds of silence."""
-        self.socket.settimeout(timeout)
-        try:
+        if timeout is not None:
+            self.timeout = timeout
+        with self._watched(timeout):
             return self.socket.recv(size)
-        except _socket.timeout:
-            raise TimeoutError from None
 
     def close(self) -> None:
         try:
@@ -87,7 +138,11 @@ class StdioTransport:
 
     def recv(self, size: int, timeout: Optional[float]) -> bytes:
         if self.tls is not None:
-            return SocketTransport.recv(self, size, timeout)
+            self.tls.settimeout(timeout)
+            try:
+                return self.tls.recv(size)
+            except _socket.timeout:
+                raise TimeoutError from None
         readable, _, _ = _select.select([self.read_fd], [], [], timeout)
         if not readable:
             raise TimeoutError
