@@ -554,3 +554,13 @@ def test_optional_client_certificates_need_a_ca(tmp_path):
     """client_certificates = optional without any CA to check them against stops start-up."""
     status, stderr = start_up_error(tmp_path, tls_ini=["client_certificates = optional"])
     assert status == 78 and "needs client_ca" in stderr
+
+
+def test_session_after_handshake_is_not_bound_by_the_handshake_deadline(tls_server):
+    """The handshake's short deadline ends with the handshake: a TLS client may then think for longer."""
+    server = tls_server(tls_ini=["handshake_timeout = 1"])
+    with smtplib.SMTP(*server.address, timeout=10) as client:
+        client.starttls(context=trusting(server))
+        client.ehlo("client.test")
+        time.sleep(2.5)  # longer than handshake_timeout, far below the idle timeout
+        assert client.noop()[0] == 250
