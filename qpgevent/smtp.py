@@ -46,7 +46,7 @@ class Session(AuthCommands, ChunkingCommands):
         self.transport = transport
         self.connection = connection
         self.socket = getattr(transport, "socket", None)
-        self.transaction = self._new_transaction()
+        self._transaction: Optional[Transaction] = None  # made when first needed: idle sessions stay small
         self.receiver: Optional[DataReceiver] = None
         self.closed = False
         self.command_counter = 0
@@ -268,13 +268,25 @@ class Session(AuthCommands, ChunkingCommands):
                 raise
             return HookResult(DECLINED, [])
 
+    @property
+    def transaction(self) -> Transaction:
+        """The current transaction (there always is one; it is made on first use)."""
+        if self._transaction is None:
+            self._transaction = self._new_transaction()
+        return self._transaction
+
+    @transaction.setter
+    def transaction(self, value: Transaction) -> None:
+        self._transaction = value
+
     def reset_transaction(self) -> Transaction:
         """End the current transaction (``reset_transaction`` hook) and start a new one."""
-        old = self.transaction
-        if self.registry.has("reset_transaction"):
-            self.run_hooks("reset_transaction", failures="log")
-        old.close()
-        self.transaction = self._new_transaction()
+        old = self._transaction
+        if old is not None:
+            if self.registry.has("reset_transaction"):
+                self.run_hooks("reset_transaction", failures="log")
+            old.close()
+            self._transaction = None
         self._chunk = self._chunk_error = None  # BDAT chunks belong to the transaction that ended
         return self.transaction
 
@@ -290,7 +302,8 @@ class Session(AuthCommands, ChunkingCommands):
         self.run_hooks("disconnect", failures="log")
         self.reset_transaction()
         self.run_hooks("post-connection", failures="log")
-        self.transaction.close()
+        if self._transaction is not None:
+            self._transaction.close()
 
     def start_tls(self, context: Any, timeout: float, reset: bool = True) -> None:
         """Turn the connection into TLS; plugins (``tls``) call this after their ``220``.
