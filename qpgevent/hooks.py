@@ -9,7 +9,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 import gevent
 
 from . import metrics
-from .constants import DECLINED, DENY_CODES, LOGCRIT, RETURN_CODES, return_code
+from .constants import DECLINED, DENY_CODES, LOGCRIT, RETURN_CODES
 
 # Registration names in the order plugins' hook_* functions are registered.
 HOOKS: Tuple[str, ...] = (
@@ -173,9 +173,3 @@ class HookRegistry:
         if hook != "logging":
             session.log(LOGCRIT, "FATAL PLUGIN ERROR [%s] in hook %s: %s" % (plugin, hook, reason), hook=hook, plugin=plugin)
         raise PluginFailure(hook, plugin, reason)
-
-
-def describe(rc: int) -> str:
-    """``DENY`` for 901, ``0`` when no plugin answered."""
-    return return_code(rc) or str(rc)
-

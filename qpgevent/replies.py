@@ -15,9 +15,6 @@ class Reply(NamedTuple):
     status: Optional[str]
     text: str
 
-    def with_text(self, *lines: str) -> "Reply":
-        return self._replace(text="\n".join(lines))
-
 
 # Greeting, HELO/EHLO: RFC 2034 section 3 puts no enhanced code on these.
 GREETING = Reply(220, None, "{me} ESMTP qpgevent {version} ready; send us your mail, but not your spam.")
