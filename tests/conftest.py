@@ -42,3 +42,29 @@ def live_server(tmp_path):
     yield factory
     for server in servers:
         server.stop()
+
+
+@pytest.fixture
+def nobody_config():
+    """A config (rcpt_ok, queue/maildir) that user ``nobody`` can read, with a Maildir it can write.
+
+    Yields ``(base, config_dir, maildir)``; pytest's own tmp_path is private to root.
+    """
+    import os
+    import pwd
+    import shutil
+    import tempfile
+
+    nobody = pwd.getpwnam("nobody")
+    base = Path(tempfile.mkdtemp(prefix="qpgevent-nobody-"))
+    try:
+        base.chmod(0o755)
+        mail = base / "Maildir"
+        mail.mkdir()
+        os.chown(mail, nobody.pw_uid, nobody.pw_gid)
+        config = write_config(base / "config", {"me": "mx.test", "rcpthosts": "example.com",
+                                                "spool_dir": str(mail / "spool"),
+                                                "plugins": ["rcpt_ok", "queue/maildir %s" % mail]})
+        yield base, config, mail
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

@@ -6,7 +6,6 @@ import smtplib
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -132,30 +131,20 @@ def _connects(port):
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
-def test_user_option_drops_privileges_after_binding():
+def test_user_option_drops_privileges_after_binding(nobody_config):
     """As root, -u nobody binds first, then runs (and loads plugins) as nobody."""
     nobody = pwd.getpwnam("nobody")
-    base = Path(tempfile.mkdtemp(prefix="qpgevent-user-"))
-    try:
-        base.chmod(0o755)
-        mail = base / "Maildir"
-        mail.mkdir()
-        os.chown(mail, nobody.pw_uid, nobody.pw_gid)
-        config = write_config(base / "config", {"me": "mx.test", "rcpthosts": "example.com",
-                                                "spool_dir": str(mail / "spool"),
-                                                "plugins": ["rcpt_ok", "queue/maildir %s" % mail]})
-        with LiveServer(config, args=["-u", "nobody"], cwd=base) as server:
-            def uids():
-                status = Path("/proc/%d/status" % server.process.pid).read_text()
-                return next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1:]
-            # The socket accepts (into the backlog) as soon as it is bound, before the drop.
-            assert wait_for(lambda: uids() == [str(nobody.pw_uid)] * 4), uids()
-            with smtplib.SMTP(*server.address, timeout=10) as client:
-                refused = client.sendmail("a@b.test", ["u@example.com"], "Subject: x\r\n\r\nbody\r\n")
-            assert refused == {}, server.log
-            assert len(list((mail / "new").iterdir())) == 1
-    finally:
-        subprocess.run(["rm", "-rf", str(base)])
+    base, config, mail = nobody_config
+    with LiveServer(config, args=["-u", "nobody"], cwd=base) as server:
+        def uids():
+            status = Path("/proc/%d/status" % server.process.pid).read_text()
+            return next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1:]
+        # The socket accepts (into the backlog) as soon as it is bound, before the drop.
+        assert wait_for(lambda: uids() == [str(nobody.pw_uid)] * 4), uids()
+        with smtplib.SMTP(*server.address, timeout=10) as client:
+            refused = client.sendmail("a@b.test", ["u@example.com"], "Subject: x\r\n\r\nbody\r\n")
+        assert refused == {}, server.log
+        assert len(list((mail / "new").iterdir())) == 1
 
 
 def test_sighup_reloads_plugins_for_new_sessions(live_server, tmp_path):

@@ -9,13 +9,11 @@ crash a worker at boot, see who reopened its logs, and freeze a worker.
 import os
 import pwd
 import re
-import shutil
 import signal
 import smtplib
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -581,28 +579,18 @@ def test_workers_auto_starts_one_worker_per_core(daemon):
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
-def test_user_option_runs_master_and_workers_as_that_user():
+def test_user_option_runs_master_and_workers_as_that_user(nobody_config):
     """As root, -u nobody --workers 2: the master binds, then it and both workers run as nobody and serve."""
     nobody = pwd.getpwnam("nobody")
-    base = Path(tempfile.mkdtemp(prefix="qpgevent-workers-user-"))
-    try:
-        base.chmod(0o755)
-        mail = base / "Maildir"
-        mail.mkdir()
-        os.chown(mail, nobody.pw_uid, nobody.pw_gid)
-        config = write_config(base / "config", {"me": "mx.test", "rcpthosts": "example.com",
-                                                "spool_dir": str(mail / "spool"),
-                                                "plugins": ["rcpt_ok", "queue/maildir %s" % mail]})
-        with LiveServer(config, args=["-u", "nobody", "--workers", "2"], cwd=base) as server:
-            def uids():
-                pids = [server.process.pid, *children(server.process.pid)]
-                return [uid_of(pid) for pid in pids]
-            assert wait_for(lambda: uids() == [nobody.pw_uid] * 3), uids()
-            with smtplib.SMTP(*server.address, timeout=10) as client:
-                assert client.sendmail("a@b.test", ["u@example.com"], "Subject: x\r\n\r\nbody\r\n") == {}
-            assert len(list((mail / "new").iterdir())) == 1
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
+    base, config, mail = nobody_config
+    with LiveServer(config, args=["-u", "nobody", "--workers", "2"], cwd=base) as server:
+        def uids():
+            pids = [server.process.pid, *children(server.process.pid)]
+            return [uid_of(pid) for pid in pids]
+        assert wait_for(lambda: uids() == [nobody.pw_uid] * 3), uids()
+        with smtplib.SMTP(*server.address, timeout=10) as client:
+            assert client.sendmail("a@b.test", ["u@example.com"], "Subject: x\r\n\r\nbody\r\n") == {}
+        assert len(list((mail / "new").iterdir())) == 1
 
 
 def uid_of(pid):
