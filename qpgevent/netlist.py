@@ -1,7 +1,7 @@
 """Address lists in config files: IPs, CIDR networks and qmail-style prefixes."""
 import ipaddress
 from functools import lru_cache
-from typing import Iterable, Optional, Union
+from typing import Iterable, Optional, Tuple, Union
 
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
@@ -38,3 +38,17 @@ def ip_in(ip: str, entries: Iterable[str]) -> bool:
         if network is not None and address in network:
             return True
     return False
+
+
+def host_port(value: str, default_port: int) -> Tuple[str, int]:
+    """``HOST``, ``HOST:PORT``, ``[v6]`` or ``[v6]:PORT`` -> (host, port); ValueError on a bad port."""
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    elif value.count(":") == 1:
+        host, port = value.split(":")
+    else:
+        host, port = value, ""
+    if port and not port.isdigit():
+        raise ValueError("bad port in address %r" % value)
+    return host, int(port) if port else default_port

@@ -29,7 +29,7 @@ from .connection import Connection
 from .constants import LOGERROR, LOGINFO, LOGNOTICE, LOGWARN
 from .errors import ConfigError
 from .hooks import HOOKS
-from .netlist import ip_in
+from .netlist import host_port, ip_in
 from .proxy import MAX_HEADER as MAX_PROXY_HEADER, ProxyError, parse as parse_proxy
 from .replies import format_reply
 from .smtp import Session
@@ -51,18 +51,11 @@ class Listener(NamedTuple):
 
 
 def parse_listen(value: str, default_port: int) -> Tuple[str, int]:
-    """``ADDR``, ``ADDR:PORT``, ``[v6]`` or ``[v6]:PORT`` -> (address, port)."""
-    if value.startswith("["):
-        host, _, rest = value[1:].partition("]")
-        port = rest[1:] if rest.startswith(":") else ""
-    elif value.count(":") == 1:
-        host, port = value.split(":")
-    else:
-        host, port = value, ""
+    """``ADDR``, ``ADDR:PORT``, ``[v6]`` or ``[v6]:PORT`` -> (address, port), for the command line."""
     try:
-        return host, int(port) if port else default_port
-    except ValueError:
-        raise argparse.ArgumentTypeError("bad port in listen address %r" % value) from None
+        return host_port(value, default_port)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def metrics_address(value: str) -> Tuple[str, int]:

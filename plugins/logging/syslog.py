@@ -45,6 +45,7 @@ from gevent import socket
 from gevent.lock import BoundedSemaphore
 
 from qpgevent import DECLINED, LOGWARN, parse_log_level
+from qpgevent.netlist import host_port
 from qpgevent.smtpd import format_log_line, notice
 
 FACILITIES = {
@@ -115,16 +116,13 @@ def choose_destination(logsock, where):
 
 def udp_address(where):
     """``HOST``, ``HOST:PORT``, ``[v6]`` or ``[v6]:PORT`` as (family, (host, port))."""
-    if where.startswith("["):
-        host, _, rest = where[1:].partition("]")
-        port = rest[1:] if rest.startswith(":") else "514"
-    elif where.count(":") == 1:
-        host, port = where.split(":")
-    else:
-        host, port = where, "514"
-    if not host or not port.isdigit():
+    try:
+        host, port = host_port(where, 514)
+    except ValueError:
+        host = ""
+    if not host:
         raise ValueError("socket %r for udp must be HOST, HOST:PORT or [IPv6]:PORT" % where)
-    return (socket.AF_INET6 if ":" in host else socket.AF_INET), (host, int(port))
+    return (socket.AF_INET6 if ":" in host else socket.AF_INET), (host, port)
 
 
 def hook_logging(self, transaction, level, hook, plugin, message):
