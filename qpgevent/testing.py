@@ -88,6 +88,20 @@ def wait_for(predicate: Callable[[], Any], seconds: float = 10.0, step: float = 
     return bool(predicate())
 
 
+# The published 2023 SMTP smuggling variants (CVE-2023-51765 class): line ends that some
+# servers take for the end of DATA.  Only CRLF.CRLF may end a message.
+SMUGGLING_VECTORS = {
+    "lf.lf": b"\n.\n",
+    "lf.crlf": b"\n.\r\n",
+    "cr.crlf": b"\r.\r\n",
+    "crlf.cr": b"\r\n.\r",
+    "crlf.lf": b"\r\n.\n",
+    "lf.cr": b"\n.\r",
+    "bare-cr": b"\r",
+    "bare-lf": b"\n",
+}
+
+
 def write_config(directory: Union[str, Path], values: Dict[str, Union[str, Sequence[str]]]) -> Path:
     """Write config files: ``{"me": "mx.test", "rcpthosts": ["a.test", "b.test"]}``."""
     directory = Path(directory)

@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from qpgevent import DECLINED, OK
-from qpgevent.testing import TestSession, encode_message
+from qpgevent.testing import SMUGGLING_VECTORS, TestSession, encode_message
 
 MESSAGE = (b"Subject: a test\r\n"
            b"X-Folded: first part\r\n"
@@ -333,16 +333,6 @@ def test_pipelined_commands_after_the_dot(new_session, queue):
 
 # -- SMTP smuggling (2023): only CRLF.CRLF ends the data ----------------------------------------------------
 
-SMUGGLING_VECTORS = {
-    "lf.lf": b"\n.\n",
-    "lf.crlf": b"\n.\r\n",
-    "cr.crlf": b"\r.\r\n",
-    "crlf.cr": b"\r\n.\r",
-    "crlf.lf": b"\r\n.\n",
-    "lf.cr": b"\n.\r",
-    "bare-cr": b"\r",
-    "bare-lf": b"\n",
-}
 SMUGGLED = b"MAIL FROM:<admin@b.test>\r\nRCPT TO:<victim@d.test>\r\nDATA\r\nSubject: smuggled\r\n\r\nevil\r\n.\r\n"
 
 

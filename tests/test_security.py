@@ -15,7 +15,7 @@ import time
 import pytest
 
 from qpgevent import DENY, OK
-from qpgevent.testing import LiveServer, TestSession, parse_replies, write_config
+from qpgevent.testing import LiveServer, SMUGGLING_VECTORS, TestSession, parse_replies, write_config
 
 MB = 1 << 20
 DATABYTES = 10 * MB
@@ -162,16 +162,6 @@ def open_data(client):
 
 # -- SMTP smuggling (2023, CVE-2023-51765 class) -----------------------------------------------------
 
-SMUGGLING_VECTORS = {
-    "lf.lf": b"\n.\n",
-    "lf.crlf": b"\n.\r\n",
-    "cr.crlf": b"\r.\r\n",
-    "crlf.cr": b"\r\n.\r",
-    "crlf.lf": b"\r\n.\n",
-    "lf.cr": b"\n.\r",
-    "bare-cr-mid-body": b"\r",
-    "bare-lf-mid-body": b"\n",
-}
 
 
 def smuggling_payload(vector, marker):
