@@ -88,6 +88,37 @@ def wait_for(predicate: Callable[[], Any], seconds: float = 10.0, step: float = 
     return bool(predicate())
 
 
+class QueueCapture:
+    """A queue plugin stand-in: ``mock_hook("queue", capture)`` keeps what a real queue would write.
+
+    ``messages`` holds header and body without the core's Received line (kept
+    apart in ``received``), ``envelopes`` the sender, recipients and DSN data,
+    ``spooled`` whether the message had gone to a spool file.
+    """
+
+    def __init__(self) -> None:
+        self.messages: List[bytes] = []
+        self.received: List[str] = []
+        self.envelopes: List[tuple] = []
+        self.spooled: List[bool] = []
+
+    def __call__(self, plugin: Any, transaction: Any) -> int:
+        name, value = transaction.header.fields[0]
+        assert name == "Received", "the core's Received line must come first"
+        self.received.append(value)
+        transaction.header.delete("Received", 0)
+        self.messages.append(transaction.header.as_bytes() + transaction.body_as_bytes())
+        self.envelopes.append((transaction.sender, list(transaction.recipients), dict(transaction.dsn),
+                               [dict(r.notes.get("dsn", {})) for r in transaction.recipients]))
+        self.spooled.append(transaction.body_fh is not None)
+        return OK
+
+
+def accept_all(plugin: Any, transaction: Any, *args: Any, **params: Any) -> int:
+    """A hook function that says OK to everything (e.g. every recipient)."""
+    return OK
+
+
 # The published 2023 SMTP smuggling variants (CVE-2023-51765 class): line ends that some
 # servers take for the end of DATA.  Only CRLF.CRLF may end a message.
 SMUGGLING_VECTORS = {

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qpgevent import DECLINED, OK
-from qpgevent.testing import SMUGGLING_VECTORS, TestSession, encode_message
+from qpgevent import DECLINED
+from qpgevent.testing import SMUGGLING_VECTORS, QueueCapture, TestSession, accept_all, encode_message
 
 MESSAGE = (b"Subject: a test\r\n"
            b"X-Folded: first part\r\n"
@@ -27,31 +27,9 @@ STORED_BODY = (b"\n.a line that starts with a dot\n.\n..\n\n  indented\ncaf\xc3\
                + b"x" * 998 + b"\nend.\n")
 
 
-class Queue:
-    """Stands in for a queue plugin: keeps what a real one would write (headers without Received, body)."""
-
-    def __init__(self):
-        self.messages = []
-        self.received = []
-        self.spooled = []
-
-    def __call__(self, plugin, transaction):
-        fields = list(transaction.header.fields)
-        assert fields[0][0] == "Received"
-        self.received.append(fields[0][1])
-        transaction.header.delete("Received", 0)
-        self.messages.append(transaction.header.as_bytes() + transaction.body_as_bytes())
-        self.spooled.append(transaction.body_fh is not None)
-        return OK
-
-
-def accept(self, transaction, *args, **params):
-    return OK
-
-
 @pytest.fixture
 def queue():
-    return Queue()
+    return QueueCapture()
 
 
 @pytest.fixture
@@ -63,7 +41,7 @@ def new_session(smtpd_factory, queue):
         key = tuple(sorted((config or {}).items()))
         if key not in daemons:  # one daemon per config keeps the every-byte loops fast
             smtpd = daemons[key] = smtpd_factory(config=config)
-            TestSession(smtpd, greet=False).mock_hook("rcpt", accept, name="accept_rcpt")
+            TestSession(smtpd, greet=False).mock_hook("rcpt", accept_all, name="accept_rcpt")
             TestSession(smtpd, greet=False).mock_hook("queue", queue, name="test_queue")
         session = TestSession(daemons[key])
         assert session.command("%s client.test" % helo)[0].code == 250

@@ -3,8 +3,8 @@ import smtplib
 
 import pytest
 
-from qpgevent import DENY, OK
-from qpgevent.testing import TestSession, encode_message
+from qpgevent import DENY
+from qpgevent.testing import QueueCapture, TestSession, accept_all, encode_message
 
 UTF8_MESSAGE = ("Subject: Grüße aus Köln \U0001F389\r\n"
                 "From: José <jösé@exämple.test>\r\n"
@@ -28,31 +28,9 @@ CHUNK_MESSAGE = (b"Subject: chunked\r\n"
                  b"end\r\n")
 
 
-class Queue:
-    """A queue plugin stand-in: keeps the envelope, the DSN data and the message without our Received line."""
-
-    def __init__(self):
-        self.messages = []
-        self.received = []
-        self.envelopes = []
-
-    def __call__(self, plugin, transaction):
-        received = transaction.header.get("Received")
-        self.received.append(received)
-        transaction.header.delete("Received", 0)
-        self.messages.append(transaction.header.as_bytes() + transaction.body_as_bytes())
-        self.envelopes.append((transaction.sender, list(transaction.recipients), dict(transaction.dsn),
-                               [dict(r.notes.get("dsn", {})) for r in transaction.recipients]))
-        return OK
-
-
-def accept(self, transaction, *args, **params):
-    return OK
-
-
 @pytest.fixture
 def queue():
-    return Queue()
+    return QueueCapture()
 
 
 @pytest.fixture
@@ -61,7 +39,7 @@ def daemon(smtpd_factory, queue):
     def factory(config=None):
         smtpd = smtpd_factory(config=config)
         probe = TestSession(smtpd, greet=False)
-        probe.mock_hook("rcpt", accept, name="accept_rcpt")
+        probe.mock_hook("rcpt", accept_all, name="accept_rcpt")
         probe.mock_hook("queue", queue, name="test_queue")
         return smtpd
     return factory
