@@ -87,7 +87,7 @@ class ChunkingCommands:
             self._chunk_error = self._chunk = None
             if reply is not None:
                 self.reply(reply, messages)
-            self.reset_transaction()
+            self._end_transaction()
             if hang_up:
                 raise Disconnect
             return
@@ -101,4 +101,4 @@ class ChunkingCommands:
             self._end_of_data(chunk.receiver)
         except PluginFailure:
             self.reply(R.PLUGIN_FAILED)
-            self.reset_transaction()
+            self._end_transaction()

@@ -5,11 +5,13 @@ import time
 from typing import Optional
 
 _counter = itertools.count(1)
+_pid = [os.getpid()]  # getpid() is a system call; a forked worker updates this
+os.register_at_fork(after_in_child=lambda: _pid.__setitem__(0, os.getpid()))
 
 
 def new_connection_id() -> str:
     """``<start time hex>.<pid>.<n>``: unique per host, sortable by start."""
-    return "%x.%d.%d" % (int(time.time()), os.getpid(), next(_counter))
+    return "%x.%d.%d" % (int(time.time()), _pid[0], next(_counter))
 
 
 class Connection:

@@ -12,6 +12,9 @@ from typing import List
 from .header import Header
 
 _HEADER_LINE = re.compile(rb"[!-9;-~]+:|[ \t]")  # field name then ':', or a continuation
+# A whole header block of plain CRLF lines up to the blank line: fields whose
+# name does not start with a dot (no unstuffing), continuations, no bare CR/LF.
+_PLAIN_HEADER_BLOCK = re.compile(rb"(?:[!-\-/-9;-~][!-9;-~]*:[^\r\n]*\r\n(?:[ \t][^\r\n]*\r\n)*)+\r\n")
 MAX_HEADER_BYTES = 256 * 1024
 HARD_LINE_LIMIT = 1024 * 1024  # the most a partial line may occupy when no limit is configured
 _ANY_NEWLINE = re.compile(rb"\r\n|\r|\n")
@@ -81,6 +84,10 @@ class DataReceiver:
         self.done = True
 
     def _feed_header(self, buf: bytearray, start: int) -> int:
+        if self._after_crlf and not self.header_lines:
+            position = self._whole_header(buf, start)
+            if position is not None:
+                return position
         while True:
             if self._after_crlf and buf[start:start + 3] == b".\r\n":
                 return start  # end of data: feed() takes it
@@ -104,6 +111,28 @@ class DataReceiver:
             self.header_bytes += len(line)
             self._store(line)
             start = newline + 1
+
+    def _whole_header(self, buf: bytearray, start: int):
+        """The common case in one step: the whole block has arrived and needs no care; None otherwise.
+
+        Stores it as the line-by-line path would and returns where its blank line starts.
+        """
+        end = buf.find(b"\r\n\r\n", start)
+        if end < 0 or end + 4 - start > MAX_HEADER_BYTES:
+            return None
+        match = _PLAIN_HEADER_BLOCK.match(buf, start)
+        if match is None or match.end() != end + 4:
+            return None
+        block = bytes(buf[start:end + 2])
+        limit = self._max_line
+        if limit and len(block) >= limit and max(map(len, block.split(b"\r\n"))) + 2 > limit:
+            return None  # a line too long: the line-by-line path says so
+        block = block.replace(b"\r\n", b"\n")
+        self.header_lines.append(block)
+        self.header_bytes += len(block)
+        self._store(block)
+        self._finish_header()
+        return end + 2
 
     def _is_header_line(self, line: bytes) -> bool:
         """``Name:`` or, after one, a folded continuation (a leading one would be dropped by the parser)."""

@@ -145,10 +145,12 @@ def match_class(code: int, lines: Sequence[str]) -> list:
 
 def format_reply(code: int, status: Optional[str], lines: Sequence[str]) -> bytes:
     """Wire form of a reply: ``code-`` on every line but the last, one CRLF each."""
-    prefix = "%d%%s%s" % (code, status + " " if status else "")
-    last = len(lines) - 1
-    out = "".join((prefix % ("-" if i < last else " ")) + line + "\r\n" for i, line in enumerate(lines))
-    return out.encode("utf-8", "surrogateescape")
+    status = status + " " if status else ""
+    last = "%d %s%s\r\n" % (code, status, lines[-1])
+    if len(lines) > 1:
+        more = "%d-%s" % (code, status)
+        last = more + ("\r\n" + more).join(lines[:-1]) + "\r\n" + last
+    return last.encode("utf-8", "surrogateescape")
 
 
 def split_lines(messages: Sequence[object]) -> list:

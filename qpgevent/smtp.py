@@ -214,19 +214,28 @@ class Session(AuthCommands, ChunkingCommands):
         if status == "default":
             status = None if code == 220 or code // 100 not in (2, 4, 5) else "%d.0.0" % (code // 100)
             status = status_for(code, status, text_lines)
-        wire = format_reply(code, status, text_lines)
-        if LOGINFO <= self.smtpd.log_threshold:
-            self.log(LOGINFO, wire.decode("utf-8", "replace").rstrip("\r\n").replace("\r\n", "\n"))
-        self._out.append(wire)
+        self._emit(format_reply(code, status, text_lines))
 
     def reply(self, reply: Reply, messages: Sequence[Any] = (), **fields: Any) -> None:
         """Send a registry reply, with the plugin's message text in place of the default when given."""
         if metrics.on:
             metrics.replied(self, reply)
-        lines = split_lines(messages)
-        if not lines:
-            lines = reply.text.format(me=self.me, version=self.smtpd.version, **fields).split("\n")
-        self.respond(reply.code, *lines, status=status_for(reply.code, reply.status, lines))
+        lines = split_lines(messages) if messages else None
+        if lines:
+            self.respond(reply.code, *lines, status=status_for(reply.code, reply.status, lines))
+            return
+        # Our own text: its status is right as it stands and it needs no cleaning (tests/test_replies.py).
+        text = reply.text
+        if "{" in text:
+            if "{me}" in text:
+                fields["me"] = self.me
+            text = text.format(version=self.smtpd.version, **fields)
+        self._emit(format_reply(reply.code, reply.status, text.split("\n")))
+
+    def _emit(self, wire: bytes) -> None:
+        if LOGINFO <= self.smtpd.log_threshold:
+            self.log(LOGINFO, wire.decode("utf-8", "replace").rstrip("\r\n").replace("\r\n", "\n"))
+        self._out.append(wire)
 
     def flush(self) -> None:
         """Write every queued reply in one write."""
@@ -281,6 +290,11 @@ class Session(AuthCommands, ChunkingCommands):
 
     def reset_transaction(self) -> Transaction:
         """End the current transaction (``reset_transaction`` hook) and start a new one."""
+        self._end_transaction()
+        return self.transaction
+
+    def _end_transaction(self) -> None:
+        """End the current transaction; the next is made when something asks for it."""
         old = self._transaction
         if old is not None:
             if self.registry.has("reset_transaction"):
@@ -288,7 +302,6 @@ class Session(AuthCommands, ChunkingCommands):
             old.close()
             self._transaction = None
         self._chunk = self._chunk_error = None  # BDAT chunks belong to the transaction that ended
-        return self.transaction
 
     def disconnect(self) -> None:
         """Run the end-of-session hooks once and mark the session closed."""
@@ -300,7 +313,7 @@ class Session(AuthCommands, ChunkingCommands):
         self.receiver = None
         self.connection.notes["disconnected"] = True
         self.run_hooks("disconnect", failures="log")
-        self.reset_transaction()
+        self._end_transaction()
         self.run_hooks("post-connection", failures="log")
         if self._transaction is not None:
             self._transaction.close()
@@ -329,7 +342,7 @@ class Session(AuthCommands, ChunkingCommands):
             if self.auth_user:
                 self.connection.relay_client = self._relay_before_auth
                 self.auth_user = self.auth_mechanism = None
-            self.reset_transaction()
+            self._end_transaction()
 
     def greeting(self) -> str:
         custom = self.config("smtpgreeting")
@@ -376,7 +389,8 @@ class Session(AuthCommands, ChunkingCommands):
         verb, _, rest = line.partition(" ")
         rest = rest.lstrip(" ")
         lower = verb.lower()
-        self.log(LOGDEBUG, "dispatching %s" % ("AUTH <hidden credentials>" if lower == "auth" else line))
+        if LOGDEBUG <= self.smtpd.log_threshold:
+            self.log(LOGDEBUG, "dispatching %s" % ("AUTH <hidden credentials>" if lower == "auth" else line))
         if lower:
             self.command_counter += 1
         method = self.verbs.get(lower) if _VERB.match(verb or "-") else None
@@ -451,7 +465,8 @@ class Session(AuthCommands, ChunkingCommands):
         keywords = ["PIPELINING", "8BITMIME", "ENHANCEDSTATUSCODES", "SIZE %d" % databytes if databytes else "SIZE",
                     "SMTPUTF8", "CHUNKING", "BINARYMIME", "DSN"]
         keywords.extend(self.smtpd.capabilities)
-        keywords.extend(self.transaction.notes.get("capabilities", ()))
+        if self._transaction is not None:
+            keywords.extend(self._transaction.notes.get("capabilities", ()))
         keywords.extend(self.connection.notes.get("capabilities", ()))
         if self._auth_offered():
             keywords.append("AUTH " + " ".join(self.auth_mechanisms()))
@@ -623,7 +638,7 @@ class Session(AuthCommands, ChunkingCommands):
             return
         if rc in (DENY, DENYSOFT):
             self.reply(R.DATA_DENY if rc == DENY else R.DATA_DENYSOFT, result.messages)
-            self.reset_transaction()
+            self._end_transaction()
             return
         self._refused(result, R.DATA_DENY, R.DATA_DENYSOFT, R.DATA_DENY, R.DATA_DENYSOFT)
         if self._chunk is not None:
@@ -660,7 +675,7 @@ class Session(AuthCommands, ChunkingCommands):
                 self._end_of_data(receiver)
             except PluginFailure:
                 self.reply(R.PLUGIN_FAILED)
-                self.reset_transaction()
+                self._end_transaction()
         return position
 
     def _headers_end(self) -> None:
@@ -684,11 +699,11 @@ class Session(AuthCommands, ChunkingCommands):
         if receiver.too_big:
             self.log(LOGERROR, "message too big: %d bytes > databytes %d" % (receiver.size, receiver.max_size))
             self.reply(R.DATA_TOO_BIG)
-            self.reset_transaction()
+            self._end_transaction()
             return
         if receiver.line_too_long:
             self.reply(R.DATA_LINE_TOO_LONG, limit=receiver.line_limit)
-            self.reset_transaction()
+            self._end_transaction()
             return
         if transaction.notes.get("plugin_failed"):
             raise PluginFailure("data_headers_end", "?", "failed earlier")
@@ -705,10 +720,10 @@ class Session(AuthCommands, ChunkingCommands):
         if rc == DONE:
             # The plugin answered, but the end of DATA still ends the transaction
             # (RFC 5321 4.1.1.4): kept, it would make the next MAIL a nested one.
-            self.reset_transaction()
+            self._end_transaction()
             return
         if self._refused(result, R.DATA_POST_DENY, R.DATA_POST_DENYSOFT, R.DATA_POST_DENY, R.DATA_POST_DENYSOFT):
-            self.reset_transaction()
+            self._end_transaction()
             return
         self._queue()
 
@@ -754,18 +769,18 @@ class Session(AuthCommands, ChunkingCommands):
     def _queue(self) -> None:
         result = self.run_hooks("queue_pre")
         if result.rc == DONE:
-            self.reset_transaction()  # as for data_post DONE: the transaction is over
+            self._end_transaction()  # as for data_post DONE: the transaction is over
             return
         if result.rc not in (OK, DECLINED, 0):
             self.log(LOGERROR, "queue_pre plugin %s returned %s" % (result.plugin, result.rc))
             self.reply(R.QUEUE_DECLINED, result.messages)
-            self.reset_transaction()
+            self._end_transaction()
             return
         try:
             result = self.run_hooks("queue")
         finally:
             # The message is gone from our hands either way: the spool must not outlive this.
-            self.reset_transaction()
+            self._end_transaction()
         rc = result.rc
         if rc == DONE:
             return
@@ -783,7 +798,7 @@ class Session(AuthCommands, ChunkingCommands):
 
     def smtp_rset(self, rest: str) -> None:
         self.receiver = None
-        self.reset_transaction()
+        self._end_transaction()
         self.reply(R.RSET_OK)
 
     def smtp_noop(self, rest: str) -> None:
@@ -804,7 +819,7 @@ class Session(AuthCommands, ChunkingCommands):
             return
         if rc == DENY:
             self.reply(R.VRFY_DENY, result.messages)
-            self.reset_transaction()
+            self._end_transaction()
         elif rc == OK:
             self.reply(R.VRFY_OK, result.messages)
         else:

@@ -40,6 +40,27 @@ def test_registry_entry_formats_to_well_formed_reply(name):
         assert line[3:4] == (b" " if index == len(lines) - 1 else b"-")
 
 
+@pytest.mark.parametrize("name", sorted(R.REGISTRY))
+def test_session_sends_registry_text_as_the_general_reply_path_would(name, session_factory):
+    """A registry reply (no plugin text) goes out byte for byte as ``respond`` sends the same lines and status.
+
+    The session writes its own replies without ``respond``'s cleaning; this
+    holds that no registry text needs any (no CR, no empty line, no status of its own).
+    """
+    ts = session_factory()
+    reply = R.REGISTRY[name]
+    fields = {field for _, field, _, _ in string.Formatter().parse(reply.text) if field} - {"me", "version"}
+    values = {field: FIELD_VALUES[field] for field in fields}
+    ts.session.reply(reply, **values)
+    ts.session.flush()
+    sent = ts.transport.take()
+    lines = reply.text.format(me="mx.test", version=ts.smtpd.version, **values).split("\n")
+    ts.session.respond(reply.code, *lines, status=status_for(reply.code, reply.status, lines))
+    ts.session.flush()
+    assert sent == ts.transport.take()
+    assert sent.count(b"\r\n") == len(lines)
+
+
 @pytest.mark.parametrize("name", sorted(set(R.REGISTRY) - NO_ENHANCED_STATUS))
 def test_enhanced_status_class_matches_reply_code(name):
     """Every other registry reply carries an RFC 3463 status whose class digit is the reply code's first digit."""
