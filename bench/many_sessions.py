@@ -19,10 +19,7 @@ Exit status 0 only when every session was greeted and every message got 250.
 """
 import argparse
 import json
-import os
 import resource
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,7 +30,8 @@ from gevent import socket as gsocket
 from gevent.event import Event
 from gevent.lock import Semaphore
 
-ROOT = Path(__file__).resolve().parent.parent
+from server import BenchServer
+
 MESSAGE = (b"From: <a@example.com>\r\nTo: <b@example.com>\r\nSubject: many sessions\r\n\r\n"
            + b"hello from one of many concurrent sessions\r\n" * 5 + b".\r\n")
 
@@ -55,37 +53,13 @@ def memory(pid):
     return rss, pss
 
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def start_server(workdir, sessions):
-    """A one-process qpgevent with the discard queue on a free port: (Popen, port)."""
-    config = workdir / "config"
-    config.mkdir()
-    (config / "plugins").write_text("rcpt_ok\nqueue/discard\n")
-    (config / "rcpthosts").write_text("example.com\n")
-    (config / "me").write_text("bench.localhost\n")
-    (config / "loglevel").write_text("4\n")
-    (config / "spool_dir").write_text("%s\n" % (workdir / "spool"))
-    port = free_port()
-    log = open(workdir / "server.log", "wb")
-    process = subprocess.Popen([sys.executable, str(ROOT / "bin" / "qpsmtpd-server"), "--config-dir", str(config),
-                                "-l", "127.0.0.1", "-p", str(port), "-H", "-c", str(sessions + 100)],
-                               stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit("server exited at start-up:\n" + (workdir / "server.log").read_text())
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return process, port
-        except OSError:
-            time.sleep(0.1)
-    process.kill()
-    raise SystemExit("server did not listen within 30 s")
+    """A one-process qpgevent with the discard queue on a free port, started and greeting."""
+    server = BenchServer(workdir, ["rcpt_ok", "queue/discard"],
+                         {"rcpthosts": ["example.com"], "me": "bench.localhost", "loglevel": "4"},
+                         ["-H", "-c", str(sessions + 100)])
+    server.start()
+    return server
 
 
 class Client:
@@ -232,24 +206,19 @@ def main():
             raise SystemExit("need %d open files, the hard limit is %d" % (want, hard))
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
-    process = None
+    server = None
     with tempfile.TemporaryDirectory(prefix="qpgevent-many.") as tmp:
         try:
             if args.server:
                 host, _, port = args.server.rpartition(":")
                 address, pid = (host, int(port)), args.pid
             else:
-                process, port = start_server(Path(tmp), args.sessions)
-                address, pid = ("127.0.0.1", port), process.pid
+                server = start_server(Path(tmp), args.sessions)
+                address, pid = server.address, server.process.pid
             result = run(address, pid, args.sessions, args.timeout)
         finally:
-            if process is not None:
-                process.terminate()
-                try:
-                    process.wait(15)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+            if server is not None:
+                server.stop()
     print("%(sessions)d sessions, one server process (PID %(server_pid)d)" % result)
     print("  greeted          %(greeted)d (not greeted %(not_greeted)d) in %(greet_s)s s" % result)
     print("  accepted (250)   %(accepted)d (refused or failed %(refused)d) in %(transactions_s)s s, "

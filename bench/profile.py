@@ -111,8 +111,8 @@ def main():
             host, _, port = args.server.rpartition(":")
             pid = args.pid
         else:
-            server, port = start_server(Path(tmp), 2000)
-            host, pid = "127.0.0.1", server.pid
+            server = start_server(Path(tmp), 2000)
+            (host, port), pid = server.address, server.process.pid
         # enough messages for the sampling windows; stopped as soon as they end
         windows = 2 if args.svg else 1
         load = subprocess.Popen(["smtp-source", "-s", str(args.conc), "-m", "10000000", "-l", str(args.size),
@@ -135,8 +135,7 @@ def main():
             load.terminate()
             load.wait()
             if server is not None:
-                server.terminate()
-                server.wait(15)
+                server.stop()
         print("qpgevent PID %d under smtp-source -s %d -l %d: server busy %.0f%% of one core"
               % (pid, args.conc, args.size, 100 * busy))
         print(summarise(parse_raw(raw.read_text()), args.top))

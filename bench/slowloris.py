@@ -43,12 +43,10 @@ monkey.patch_all()
 
 import argparse  # noqa: E402  (the standard library must be patched first)
 import itertools  # noqa: E402
-import os  # noqa: E402
 import resource  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
-import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -57,11 +55,8 @@ from pathlib import Path  # noqa: E402
 import gevent  # noqa: E402
 from gevent.lock import Semaphore  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from procfs import process_tree, tree_rss_kb  # noqa: E402
-from qpgevent.testing import free_port, write_config  # noqa: E402
+from procfs import tree_rss_kb  # noqa: E402
+from server import BenchServer  # noqa: E402  (waits with time.sleep, patched above into gevent.sleep)
 
 PLUGINS = ["hosts_allow", "count_unrecognized_commands 4", "relay", "rcpt_ok", "queue/discard"]
 MESSAGE = (b"From: <good@client.test>\r\nTo: <u@example.com>\r\nSubject: well-behaved\r\n\r\n"
@@ -81,72 +76,6 @@ def raise_fd_limit():
     if soft < wanted:
         resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
-class Server:
-    """``bin/qpsmtpd-server`` in its own process group, stopped as a group."""
-
-    def __init__(self, workdir, workers, limit):
-        self.workdir = workdir
-        self.config = write_config(workdir / "config", {
-            "plugins": PLUGINS, "rcpthosts": ["example.com"], "loglevel": "3", "me": "slowloris.localhost",
-            "spool_dir": str(workdir / "spool")})
-        self.port = free_port()
-        self.args = ["--workers", str(workers), "-H", "--graceful-timeout", "2"]
-        if limit is not None:
-            self.args += ["-c", str(limit)]
-        self.log_path = workdir / "server.log"
-        self.process = None
-
-    @property
-    def address(self):
-        return "127.0.0.1", self.port
-
-    def start(self, wait=30.0):
-        command = [sys.executable, str(ROOT / "bin" / "qpsmtpd-server"), "--config-dir", str(self.config),
-                   "-l", "127.0.0.1:%d" % self.port, *self.args]
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                            cwd=self.workdir, start_new_session=True)
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise SystemExit("server exited at start-up:\n" + self.log_path.read_text())
-            try:
-                with socket.create_connection(self.address, timeout=2) as probe:
-                    if probe.recv(4).startswith(b"220"):
-                        gevent.sleep(1.0)  # the other workers too
-                        return command
-            except OSError:
-                pass
-            gevent.sleep(0.1)
-        self.stop()
-        raise SystemExit("server did not greet within %g s:\n%s" % (wait, self.log_path.read_text()))
-
-    def workers(self):
-        return set(process_tree(self.process.pid)) - {self.process.pid}
-
-    def stop(self, grace=10.0):
-        if self.process is None or self.process.returncode is not None:
-            return
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            self.process.wait(grace)
-        except subprocess.TimeoutExpired:
-            pass
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.process.wait()
-
-    def problems(self):
-        text = self.log_path.read_text(errors="replace")
-        return [line for line in text.splitlines() if "Traceback" in line or "crashed" in line or "died" in line
-                or "silent for" in line]
 
 
 def read_code(reader):
@@ -298,10 +227,14 @@ def describe(run):
 
 def scenario(workers, limit, options):
     workdir = Path(tempfile.mkdtemp(prefix="qpgevent-slowloris-"))
-    server = Server(workdir, workers, limit)
+    args = ["--workers", str(workers), "-H", "--graceful-timeout", "2"]
+    if limit is not None:
+        args += ["-c", str(limit)]
+    server = BenchServer(workdir, PLUGINS, {"rcpthosts": ["example.com"], "loglevel": "3",
+                                            "me": "slowloris.localhost"}, args)
     result = {"workers": workers, "limit": limit, "workdir": workdir}
     try:
-        result["command"] = server.start()
+        result["command"] = server.start(settle=1.0)  # the other workers too
         workers_at_start = server.workers()
         result["rss_idle_kb"] = tree_rss_kb(server.process.pid)
         good_clients(server.address, options.good, 1.0, options.pause, options.timeout)  # warm-up, not counted
@@ -328,7 +261,7 @@ def scenario(workers, limit, options):
         result["workers_replaced"] = sorted(workers_at_start - server.workers())
         result["alive"] = server.process.poll() is None
     finally:
-        server.stop()
+        server.stop(grace=10.0)
     result["problems"] = server.problems()
     effective = 1000 if limit is None else limit
     result["sized"] = effective >= options.pool + options.good

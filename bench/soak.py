@@ -31,7 +31,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,73 +38,10 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from procfs import CLOCK_TICKS, cpu_ticks, process_tree, rss_kb  # noqa: E402
-from qpgevent.testing import free_port, write_config  # noqa: E402
+from procfs import CLOCK_TICKS, cpu_ticks, process_tree, rss_kb
+from server import ROOT, BenchServer
 
 PLUGINS = ["hosts_allow", "count_unrecognized_commands 4", "relay", "rcpt_ok", "queue/discard"]
-
-
-class Server:
-    """``bin/qpsmtpd-server`` in its own process group, so that every process of it can be stopped."""
-
-    def __init__(self, workdir, args):
-        self.workdir = workdir
-        self.config = write_config(workdir / "config", {
-            "plugins": PLUGINS, "rcpthosts": ["example.com"], "loglevel": "2", "me": "soak.localhost",
-            "spool_dir": str(workdir / "spool")})
-        self.port = free_port()
-        self.log_path = workdir / "server.log"
-        self.args = args
-        self.process = None
-
-    def start(self, wait=30.0):
-        command = [sys.executable, str(ROOT / "bin" / "qpsmtpd-server"), "--config-dir", str(self.config),
-                   "-l", "127.0.0.1:%d" % self.port, *self.args]
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                            cwd=self.workdir, start_new_session=True)
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise SystemExit("server exited at start-up:\n" + self.log_path.read_text())
-            if self.greets():
-                return command
-            time.sleep(0.1)
-        self.stop()
-        raise SystemExit("server did not greet within %g s:\n%s" % (wait, self.log_path.read_text()))
-
-    def greets(self):
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=2) as probe:
-                return probe.recv(4).startswith(b"220")
-        except OSError:
-            return False
-
-    def stop(self, grace=15.0):
-        if self.process is None:
-            return
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            self.process.wait(grace)
-        except subprocess.TimeoutExpired:
-            pass
-        try:  # stragglers too: a worker can outlive its master for a moment
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.process.wait()
-
-    def problems(self):
-        """Lines of the server log that say something went wrong inside the server."""
-        text = self.log_path.read_text(errors="replace")
-        return [line for line in text.splitlines()
-                if re.search(r"Traceback|crashed|died|silent for|killed", line)]
 
 
 class Sampler(threading.Thread):
@@ -208,12 +144,12 @@ def main(argv=None):
     began = time.monotonic()
     deadline = began + options.max_seconds
     workdir = Path(tempfile.mkdtemp(prefix="qpgevent-soak-"))
-    server = Server(workdir, ["--workers", options.workers, "-H", "-c", str(options.limit)])
+    server = BenchServer(workdir, PLUGINS, {"rcpthosts": ["example.com"], "loglevel": "2", "me": "soak.localhost"},
+                         ["--workers", options.workers, "-H", "-c", str(options.limit)])
     # SIGTERM (a timeout wrapper, a CI cancel) must still stop the server: turn it into an exception
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
-        command = server.start()
-        time.sleep(1.0)  # every worker up and greeting, so the tree is complete for the first sample
+        command = server.start(settle=1.0)  # every worker up, so the tree is complete for the first sample
         sampler = Sampler(server.process.pid, options.sample_every)
         first = sampler.sample()
         workers_at_start = set(first[3]) - {server.process.pid}
@@ -250,7 +186,7 @@ def main(argv=None):
         last = sampler.sample()
         cpu = sampler.cpu_seconds() - cpu_start
         workers_at_end = set(last[3]) - {server.process.pid}
-        problems = server.problems()
+        problems = server.problems(also=("killed",))  # read before the stop
         replaced = sorted(workers_at_start - workers_at_end)
         alive = server.process.poll() is None
     finally:
