@@ -20,6 +20,14 @@ USR1      reopen log files, here and in every worker.
 CHLD      wakes the loop, which reaps.
 ========  ================================================================
 
+Each worker gets a slot of the shared session counters (``qpgevent.limits``)
+that make ``-c`` and ``-m`` hold over all workers.  There are twice as many
+slots as workers, for the old and the new workers of a reload; a slot is
+zeroed when its worker is reaped, and only then given to a new one.  If a
+further reload comes while the workers of two configurations still hold every
+slot, the newest workers start as the oldest finish draining (the current ones
+serve meanwhile).
+
 Workers prove they are alive by writing a byte to their pipe every second; one
 silent for ``heartbeat_timeout`` is killed (SIGKILL) and replaced.  A worker
 that dies is replaced; if they keep dying at boot, with growing pauses between
@@ -42,6 +50,7 @@ from gevent import monkey
 from . import metrics
 from .constants import LOGCRIT, LOGERROR, LOGINFO, LOGNOTICE, LOGWARN
 from .errors import ConfigError
+from .limits import SharedCounters
 
 _fork = monkey.get_original("os", "fork")
 _waitpid = monkey.get_original("os", "waitpid")
@@ -65,8 +74,9 @@ SIGNALS = {signal.SIGTERM: "term", signal.SIGINT: "int", signal.SIGHUP: "hup", s
 class Worker:
     """What the master knows about one worker process."""
 
-    def __init__(self, pid: int, heartbeat: int, generation: int) -> None:
+    def __init__(self, pid: int, heartbeat: int, generation: int, slot: Optional[int]) -> None:
         self.pid = pid
+        self.slot = slot  # its region of the shared session counters; None without them
         self.heartbeat: Optional[int] = heartbeat  # read end of its pipe; None once the worker closed it
         self.generation = generation  # the configuration it was started for (one more on each reload)
         self.born = time.monotonic()
@@ -92,13 +102,16 @@ class Master:
 
     ``smtpd`` is the configuration already loaded and checked (its logging
     plugins carry the master's own messages); ``load()`` loads and checks it
-    again on SIGHUP, raising ConfigError if broken; ``run_worker(fd)`` is the
-    body of a worker, given its heartbeat pipe, returning its exit status.
+    again on SIGHUP, raising ConfigError if broken; ``run_worker(fd, slot)``
+    is the body of a worker, given its heartbeat pipe and its slot of
+    ``counters`` (None when there are none: no limit is set), returning its
+    exit status.
     """
 
-    def __init__(self, count: int, smtpd: Any, load: Callable[[], Any], run_worker: Callable[[int], int],
-                 reopen_logs: Callable[[Any], None], listeners: List[Any], graceful_timeout: float,
-                 heartbeat_timeout: float) -> None:
+    def __init__(self, count: int, smtpd: Any, load: Callable[[], Any],
+                 run_worker: Callable[[int, Optional[int]], int], reopen_logs: Callable[[Any], None],
+                 listeners: List[Any], graceful_timeout: float, heartbeat_timeout: float,
+                 counters: Optional[SharedCounters] = None) -> None:
         self.count = count
         self.smtpd = smtpd
         self.load = load
@@ -107,6 +120,9 @@ class Master:
         self.listeners = listeners
         self.graceful_timeout = graceful_timeout
         self.heartbeat_timeout = heartbeat_timeout
+        self.counters = counters
+        self.free_slots: List[int] = list(range(counters.slots)) if counters is not None else []
+        self.waiting_for_slot = False
         self.workers: Dict[int, Worker] = {}
         self.generation = 1
         self.boot_failures = 0
@@ -195,6 +211,13 @@ class Master:
         if len(current) < self.count and time.monotonic() >= self.next_spawn:
             self.next_spawn = 0.0
             for _ in range(self.count - len(current)):
+                if self.counters is not None and not self.free_slots:
+                    if not self.waiting_for_slot:
+                        self.log(LOGNOTICE, "every slot of the session counters is taken; more workers start "
+                                 "as the draining ones exit")
+                        self.waiting_for_slot = True
+                    return
+                self.waiting_for_slot = False
                 try:
                     self.spawn()
                 except OSError as exc:  # out of processes or memory: try again later
@@ -208,6 +231,18 @@ class Master:
                     self.stop_worker(worker)
 
     def spawn(self) -> None:
+        slot = None
+        if self.counters is not None:
+            slot = min(self.free_slots)
+            self.free_slots.remove(slot)
+        try:
+            self._fork_worker(slot)
+        except OSError:
+            if slot is not None:
+                self.free_slots.append(slot)
+            raise
+
+    def _fork_worker(self, slot: Optional[int]) -> None:
         read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         sys.stdout.flush()
         sys.stderr.flush()
@@ -222,13 +257,13 @@ class Master:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             raise
         if pid == 0:
-            self._become_worker(read_end, write_end, mask)
+            self._become_worker(read_end, write_end, mask, slot)
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.close(write_end)
-        self.workers[pid] = Worker(pid, read_end, self.generation)
+        self.workers[pid] = Worker(pid, read_end, self.generation, slot)
         self.log(LOGINFO, "worker %d started" % pid)
 
-    def _become_worker(self, read_end: int, write_end: int, mask: Any) -> None:
+    def _become_worker(self, read_end: int, write_end: int, mask: Any, slot: Optional[int]) -> None:
         """In the child: drop the master's state, run the worker, never return."""
         status = 1
         try:
@@ -243,7 +278,7 @@ class Master:
                        *(w.heartbeat for w in self.workers.values() if w.heartbeat is not None)]:
                 os.close(fd)
             self.workers.clear()
-            status = self.run_worker(write_end)
+            status = self.run_worker(write_end, slot)
         except SystemExit as exc:
             status = 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 1
         except BaseException:
@@ -278,6 +313,10 @@ class Master:
             if worker is None:
                 continue
             metrics.process_dead(pid)
+            if worker.slot is not None:
+                # Whatever killed it, its sessions are gone: they must not hold the limits.
+                self.counters.clear(worker.slot)
+                self.free_slots.append(worker.slot)
             if worker.heartbeat is not None:
                 os.close(worker.heartbeat)
             how = describe_status(status)

@@ -28,6 +28,8 @@ def entry_network(entry: str) -> Optional[Network]:
 
 def ip_in(ip: str, entries: Iterable[str]) -> bool:
     """True when ``ip`` is in one of ``entries`` (first word of each line; the rest is a comment)."""
+    if not entries:
+        return False
     try:
         address = ipaddress.ip_address(ip)
     except ValueError:

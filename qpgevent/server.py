@@ -8,7 +8,6 @@ supervisor in ``qpgevent.master`` binds, forks the workers and watches them;
 each worker runs ``run_worker`` below: the same server on the inherited sockets.
 """
 import argparse
-import collections
 import os
 import pwd
 import resource
@@ -16,7 +15,7 @@ import signal
 import socket
 import sys
 import traceback
-from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
+from typing import Callable, List, NamedTuple, Optional, Tuple
 
 import gevent
 from gevent.event import Event
@@ -24,11 +23,11 @@ from gevent.pool import Pool
 from gevent.server import StreamServer
 
 from . import metrics
-from . import replies as R
 from .connection import Connection
 from .constants import LOGERROR, LOGINFO, LOGNOTICE, LOGWARN
 from .errors import ConfigError
 from .hooks import HOOKS
+from .limits import ConnectionLimits, SharedCounters
 from .netlist import host_port, ip_in
 from .proxy import MAX_HEADER as MAX_PROXY_HEADER, ProxyError, parse as parse_proxy
 from .replies import format_reply
@@ -109,16 +108,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--smtps-listen", action="append", default=[], metavar="ADDR[:PORT]",
                         help="address for implicit TLS (RFC 8314; default port 465); needs the tls plugin")
     parser.add_argument("-c", "--limit-connections", type=int, default=1000, metavar="N",
-                        help="most sessions at once; more get 421 (default 1000)")
+                        help="most sessions at once, over all workers; more get 421 (default 1000; 0: no limit)")
     parser.add_argument("-m", "--max-from-ip", type=int, default=0, metavar="N",
-                        help="most sessions from one address; more get 421 (default 0: no limit)")
+                        help="most sessions from one address, over all workers; more get 421 (default 0: no limit)")
     parser.add_argument("-u", "--user", help="drop privileges to USER after binding")
     parser.add_argument("--pid-file", help="write the pid here; refuse to start if that pid is alive")
     parser.add_argument("-d", "--detach", action="store_true", help="run in the background")
     parser.add_argument("-H", "--no-rdns", action="store_true", help="do not look up the client's host name")
     parser.add_argument("-w", "--workers", type=worker_count, default=1, metavar="N|auto",
                         help="worker processes under a supervising master; 'auto' is one per core (default 1: "
-                             "a single process, no master); -c and -m then count per worker")
+                             "a single process, no master)")
     parser.add_argument("--graceful-timeout", type=seconds, default=30.0, metavar="SECONDS",
                         help="on SIGTERM (or when a reload retires a worker), sessions get this long to finish "
                              "before they are told 421 (default 30)")
@@ -129,33 +128,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--check-config", action="store_true",
                         help="load the config and every plugin, print each hook with its plugins in run order, exit")
     return parser
-
-
-class ConnectionLimits:
-    """Counts sessions, in all and per remote address."""
-
-    def __init__(self, total: int, per_ip: int) -> None:
-        self.total = total
-        self.per_ip = per_ip
-        self.active = 0
-        self.by_ip: Dict[str, int] = collections.Counter()
-
-    def refusal(self, ip: str) -> Optional[R.Reply]:
-        if self.total and self.active >= self.total:
-            return R.TOO_MANY_CONNECTIONS
-        if self.per_ip and self.by_ip[ip] >= self.per_ip:
-            return R.TOO_MANY_FROM_IP
-        return None
-
-    def enter(self, ip: str) -> None:
-        self.active += 1
-        self.by_ip[ip] += 1
-
-    def leave(self, ip: str) -> None:
-        self.active -= 1
-        self.by_ip[ip] -= 1
-        if not self.by_ip[ip]:
-            del self.by_ip[ip]
 
 
 def reverse_lookup(ip: str, seconds: float = 5.0) -> Optional[str]:
@@ -215,10 +187,12 @@ def reopen_logs(smtpd: Smtpd) -> None:
 class Server:
     """Accepts connections on every listener and runs one session per connection."""
 
-    def __init__(self, smtpd: Smtpd, options: argparse.Namespace) -> None:
+    def __init__(self, smtpd: Smtpd, options: argparse.Namespace, counters: Optional[SharedCounters] = None,
+                 slot: Optional[int] = None) -> None:
         self.smtpd = smtpd
         self.options = options
-        self.limits = ConnectionLimits(options.limit_connections, options.max_from_ip)
+        # A worker's counts go to its slot of the master's shared counters: -c and -m hold over all workers.
+        self.limits = ConnectionLimits(options.limit_connections, options.max_from_ip, counters, slot)
         self.listeners: List[StreamServer] = []
         self.sessions: set = set()
         # Every connection's greenlet, from the accept on: one accepted just
@@ -432,13 +406,16 @@ def serve(server: Server, options: argparse.Namespace) -> int:
     return 0
 
 
-def run_worker(options: argparse.Namespace, listeners: List[Listener], heartbeat: int) -> int:
+def run_worker(options: argparse.Namespace, listeners: List[Listener], heartbeat: int,
+               counters: Optional[SharedCounters], slot: Optional[int]) -> int:
     """One worker process, forked by the master: load the config, serve, stop when told to.
 
     ``heartbeat`` is the write end of a pipe the master reads: one byte a
     second proves this worker's event loop is alive (the first one also says
     it is serving).  The worker loads its own plugins, so a reload takes
     effect by replacing workers.  If the master vanishes the worker stops.
+    ``slot`` is this worker's region of ``counters`` (None when -c and -m are
+    both 0), where it counts its sessions for the limits.
     """
     gevent.reinit()
     master = os.getppid()
@@ -447,7 +424,7 @@ def run_worker(options: argparse.Namespace, listeners: List[Listener], heartbeat
     except ConfigError as exc:
         sys.stderr.write("qpsmtpd-server: worker %d: %s\n" % (os.getpid(), exc))
         return EX_CONFIG
-    server = Server(smtpd, options)
+    server = Server(smtpd, options, counters, slot)
     server.serve_on(listeners)
     stopping = Event()
     gevent.signal_handler(signal.SIGTERM, stopping.set)
@@ -505,10 +482,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         if options.workers > 1:
             from .master import Master
-            master = Master(options.workers, smtpd, load=lambda: load_smtpd(options),
-                            run_worker=lambda heartbeat: run_worker(options, listeners, heartbeat),
+            counters = None
+            if options.limit_connections or options.max_from_ip:
+                counters = SharedCounters(2 * options.workers)  # the old workers draining after a reload count too
+
+            def worker(heartbeat: int, slot: Optional[int]) -> int:
+                return run_worker(options, listeners, heartbeat, counters, slot)
+
+            master = Master(options.workers, smtpd, load=lambda: load_smtpd(options), run_worker=worker,
                             reopen_logs=reopen_logs, listeners=[listener.socket for listener in listeners],
-                            graceful_timeout=options.graceful_timeout, heartbeat_timeout=options.heartbeat_timeout)
+                            graceful_timeout=options.graceful_timeout, heartbeat_timeout=options.heartbeat_timeout,
+                            counters=counters)
             return master.run()
         server = Server(smtpd, options)
         server.serve_on(listeners)
