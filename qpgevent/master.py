@@ -38,6 +38,7 @@ attempts, the master gives up and exits with ``EXIT_CRASH_LOOP``.
    would reap children behind its back.  Each worker calls ``gevent.reinit()``.
 """
 import collections
+import gc
 import os
 import signal
 import sys
@@ -249,6 +250,10 @@ class Master:
         # Signals wait until the child has dropped the master's handlers: a
         # SIGTERM caught by them in the child would be lost, not obeyed.
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+        # What the master has loaded stays shared with the worker only while
+        # the worker's garbage collector leaves it alone: frozen objects are
+        # never traversed, so their pages are not copied into every worker.
+        gc.freeze()
         try:
             pid = _fork()
         except OSError:
