@@ -8,6 +8,8 @@ supervisor in ``qpgevent.master`` binds, forks the workers and watches them;
 each worker runs ``run_worker`` below: the same server on the inherited sockets.
 """
 import argparse
+import functools
+import ipaddress
 import os
 import pwd
 import resource
@@ -206,7 +208,11 @@ class Server:
     def serve_on(self, listeners: List[Listener]) -> None:
         """Accept on sockets already bound (here, or by the master before it forked this worker)."""
         for listener in listeners:
-            handle = self.handle_smtps if listener.smtps else self.handle
+            host, port = listener.socket.getsockname()[:2]
+            # Bound to one address, every session's local end is that one: no
+            # getsockname() per connection, one string shared by all of them.
+            local = None if ipaddress.ip_address(host).is_unspecified else (host, port)
+            handle = functools.partial(self.handle, smtps=listener.smtps, local=local)
             self.listeners.append(StreamServer(listener.socket, handle, spawn=self.connections))
 
     def check_plugins(self, smtpd: Smtpd) -> None:
@@ -221,14 +227,13 @@ class Server:
         for listener in self.listeners:
             listener.start()
 
-    def handle_smtps(self, sock: socket.socket, address: tuple) -> None:
-        self.handle(sock, address, smtps=True)
-
-    def handle(self, sock: socket.socket, address: tuple, smtps: bool = False) -> None:
+    def handle(self, sock: socket.socket, address: tuple, smtps: bool = False, local: Optional[tuple] = None) -> None:
+        """Serve one accepted connection; ``local`` is the listener's address when it is not a wildcard."""
         metrics.connection_accepted()
         ip, port = address[:2]
         smtpd = self.smtpd  # the one that was current when the client came: reloads affect new sessions
-        local = sock.getsockname()[:2]
+        if local is None:
+            local = sock.getsockname()[:2]
         early, proxied_tls = b"", None
         if ip_in(ip, smtpd.config_list("proxy_hosts")):
             proxied = read_proxy_header(sock, PROXY_TIMEOUT)
@@ -254,8 +259,6 @@ class Server:
             return
         self.limits.enter(ip)
         metrics.session_opened()
-        # Only a pre-connection plugin reads it; building it for every session is O(sessions).
-        child_addrs = list(self.limits.by_ip.elements()) if smtpd.registry.has("pre-connection") else []
         transport = SocketTransport(sock, self.sweeper)
         session = None
         try:
@@ -267,8 +270,11 @@ class Server:
                 connection.notes.update(tls_enabled=True, tls_version=proxied_tls or "TLS", tls_via_proxy=True)
             session = Session(smtpd, transport, connection)
             self.sessions.add(session)
-            session.log(LOGINFO, "connection from %s port %s" % (ip, port))
-            session.run(transport, early, max_conn_ip=self.limits.per_ip, child_addrs=child_addrs)
+            if LOGINFO <= smtpd.log_threshold:
+                session.log(LOGINFO, "connection from %s port %s" % (ip, port))
+            # Only a pre-connection plugin reads child_addrs; building it for every session is O(sessions).
+            session.run(transport, early, max_conn_ip=self.limits.per_ip,
+                        child_addrs=list(self.limits.by_ip.elements()) if smtpd.registry.has("pre-connection") else [])
         except Exception:
             smtpd.log(LOGERROR, "session crashed:\n" + traceback.format_exc(), session=session)
         finally:

@@ -189,6 +189,7 @@ class Session(AuthCommands, ChunkingCommands):
         ``early`` is what the client sent before the session started (after a PROXY header).
         """
         self.start(**pre_connection)
+        del pre_connection  # not kept for the session's lifetime: child_addrs can be long
         if early and not self.closed:
             self.feed(early)
         while not self.closed:
