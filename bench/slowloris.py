@@ -319,7 +319,7 @@ def print_summary(results, options):
         if not r["passed"]:
             print("Server log of --workers %d -c %s kept in %s" % (r["workers"], label(r["limit"]), r["workdir"]))
     print()
-    print("Criterion for a sized server (-c >= pool + good clients, per worker): every good transaction under the "
+    print("Criterion for a sized server (-c >= pool + good clients, over all workers): every good transaction under the "
           "pool succeeds and p95 < %g s.  Undersized (-c below the pool): slow clients fill -c and good clients get "
           "421 -- size -c for the slow connections you must absorb, and set -m (per-address limit) when attackers "
           "come from few addresses (not used here: every client is 127.0.0.1)." % options.p95_limit)
