@@ -424,6 +424,10 @@ class Master:
                      + traceback.format_exc())
             return
         self.smtpd = smtpd
+        # The old configuration's cycles were frozen at the last fork: only a
+        # collection after unfreezing frees them (the next fork freezes again).
+        gc.unfreeze()
+        gc.collect()
         self.generation += 1
         self.log(LOGNOTICE, "configuration reloaded; starting %d new workers" % self.count)
 
