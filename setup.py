@@ -1,14 +1,34 @@
+import os
+
 from setuptools import setup
+
+
+def bundled(directory):
+    """data_files entries for every file under ``directory``: installed as <prefix>/share/qpgevent/<directory>/...
+
+    qpgevent.config.bundled_dir finds them there when there is no checkout around the package.
+    """
+    entries = []
+    for root, dirs, files in os.walk(directory):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        paths = [os.path.join(root, name) for name in sorted(files) if not name.endswith(".pyc")]
+        if paths:
+            entries.append((os.path.join("share", "qpgevent", root), paths))
+    return entries
+
 
 setup(
     name="qpgevent",
     version="0.1.0",
     description="The qpsmtpd plugin model, rebuilt in Python on gevent",
     packages=["qpgevent"],
+    # The plugins and the working default configuration travel with a non-editable install too.
+    data_files=bundled("plugins") + bundled("config"),
     python_requires=">=3.11",
     # prometheus-client: --metrics (imported only when it is given).
     install_requires=["gevent>=24.2", "dnspython>=2.4", "configobj>=5.0.8", "prometheus-client>=0.17"],
-    extras_require={"test": ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6"]},
+    # wheel: tests/test_packaging.py builds one without downloading build tools.
+    extras_require={"test": ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6", "wheel"]},
     # qpgevent.cli patches the standard library with gevent before importing the rest.
     entry_points={"console_scripts": ["qpsmtpd-server = qpgevent.cli:server_main",
                                       "qpsmtpd = qpgevent.cli:inetd_main"]},

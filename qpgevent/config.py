@@ -1,12 +1,31 @@
 """qpsmtpd-compatible configuration files: one value per line, ``#`` comments, ``$include``."""
 import os
+import sysconfig
 import time
 from pathlib import Path
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from .errors import ConfigError
 
-DEFAULT_CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+
+def bundled_dir(name: str) -> Path:
+    """The bundled ``plugins`` or ``config`` directory.
+
+    In a checkout (or an editable install) it sits beside the package; a
+    wheel installs it as data under ``<prefix>/share/qpgevent/`` (setup.py),
+    ``<prefix>`` being the environment's, or the user's for ``pip install --user``.
+    """
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "setup.py").is_file() and (checkout / name).is_dir():
+        return checkout / name
+    for scheme in (sysconfig.get_default_scheme(), "%s_user" % os.name):
+        installed = Path(sysconfig.get_path("data", scheme)) / "share" / "qpgevent" / name
+        if installed.is_dir():
+            return installed
+    return checkout / name  # found nowhere: errors name the checkout's path
+
+
+DEFAULT_CONFIG_DIR = bundled_dir("config")
 QMAIL_CONTROL = Path(os.environ.get("QMAIL", "/var/qmail")) / "control"
 
 RECHECK_SECONDS = 1.0

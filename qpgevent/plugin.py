@@ -7,11 +7,12 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, List, Optional, Sequence, Union
 
+from .config import bundled_dir
 from .constants import DECLINED, DENY, DENY_DISCONNECT, DENYSOFT, DENYSOFT_DISCONNECT, LOGINFO, parse_log_level
 from .errors import ConfigError
 from .hooks import HOOK_BY_METHOD, HOOKS, current_hook, current_session
 
-BUNDLED_PLUGIN_DIR = Path(__file__).resolve().parent.parent / "plugins"
+BUNDLED_PLUGIN_DIR = bundled_dir("plugins")
 
 _REJECT_TYPES = {
     "temp": DENYSOFT, "soft": DENYSOFT, "perm": DENY, "hard": DENY,

@@ -282,9 +282,13 @@ class LiveServer:
     Use as a context manager; ``stderr`` holds what the server printed once it has stopped.
     """
 
-    def __init__(self, config_dir: Union[str, Path], args: Sequence[str] = (), host: str = "127.0.0.1",
-                 env: Optional[Dict[str, str]] = None, cwd: Union[str, Path, None] = None) -> None:
-        self.config_dir = Path(config_dir)
+    def __init__(self, config_dir: Union[str, Path, None], args: Sequence[str] = (), host: str = "127.0.0.1",
+                 env: Optional[Dict[str, str]] = None, cwd: Union[str, Path, None] = None,
+                 program: Sequence[str] = ()) -> None:
+        """``config_dir`` None: the server's own default; ``program``: another daemon command (an installed one)."""
+        self.config_dir = Path(config_dir) if config_dir is not None else None
+        self.program = list(program) or [sys.executable, str(ROOT / "bin" / "qpsmtpd-server")]
+        self._log_path = (self.config_dir.parent if self.config_dir else Path(cwd or ".")) / "server-%d.log"
         self.host = host
         self.port = free_port(host)
         self.args = list(args)
@@ -310,10 +314,10 @@ class LiveServer:
 
     def _start(self, wait: float) -> "LiveServer":
         listen = "[%s]" % self.host if ":" in self.host else self.host
-        command = [sys.executable, str(ROOT / "bin" / "qpsmtpd-server"), "--config-dir", str(self.config_dir),
-                   "-l", "%s:%d" % (listen, self.port), "-H", *self.args]
+        config = ["--config-dir", str(self.config_dir)] if self.config_dir else []
+        command = [*self.program, *config, "-l", "%s:%d" % (listen, self.port), "-H", *self.args]
         env = dict(os.environ, **(self.env or {}))
-        self._log = open(self.config_dir.parent / ("server-%d.log" % self.port), "w+")
+        self._log = open(str(self._log_path) % self.port, "w+")
         self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
                                         env=env, cwd=self.cwd)
         deadline = time.monotonic() + wait
@@ -344,7 +348,7 @@ class LiveServer:
     @property
     def log(self) -> str:
         """What the server has printed so far."""
-        return (self.config_dir.parent / ("server-%d.log" % self.port)).read_text()
+        return Path(str(self._log_path) % self.port).read_text()
 
     def stop(self, timeout: float = 15.0) -> int:
         if self.process is not None and self.process.poll() is None:
