@@ -25,8 +25,8 @@ setup(
     # The plugins and the working default configuration travel with a non-editable install too.
     data_files=bundled("plugins") + bundled("config"),
     python_requires=">=3.11",
-    # prometheus-client: --metrics (imported only when it is given).
-    install_requires=["gevent>=24.2", "dnspython>=2.4", "configobj>=5.0.8", "prometheus-client>=0.17"],
+    # prometheus-client: --metrics (imported only when it is given); idna: U-label <-> A-label domains.
+    install_requires=["gevent>=24.2", "dnspython>=2.4", "configobj>=5.0.8", "prometheus-client>=0.17", "idna>=3"],
     # wheel: tests/test_packaging.py builds one without downloading build tools.
     extras_require={"test": ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6", "wheel"]},
     # qpgevent.cli patches the standard library with gevent before importing the rest.

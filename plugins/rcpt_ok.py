@@ -5,38 +5,43 @@ Arguments: none.
 Config files:
   ``me``         our host name; ``<postmaster>`` without a domain (RFC 5321 4.1.1.3) is always ours
   ``rcpthosts``  domains we accept mail for, one a line; ``.example.com`` also matches
-                 every subdomain of example.com
+                 every subdomain of example.com.  Internationalised names match
+                 in either form: ``bücher.example`` is ``xn--bcher-kva.example``
 
 Relay clients (``connection.relay_client``, set by ``relay`` or AUTH) may send
 anywhere.  Everything else gets ``550 5.7.1 Relaying denied``.  List this
 plugin after every other rcpt plugin: it is the one that says yes.
 """
 from qpgevent import DENY, LOGINFO, OK
+from qpgevent.address import domain_key
 
 
 def hook_rcpt(self, transaction, recipient, **params):
-    host = (recipient.host or "").lower().rstrip(".")
+    host = domain_key(recipient.host or "")
     if not host:
         if (recipient.user or "").lower() == "postmaster":
             self.log(LOGINFO, "pass, %s without domain" % recipient.user)
             return OK
         return DENY, "Relaying denied (#5.7.1)"
     if is_in_rcpthosts(self.qp, host):
-        self.log(LOGINFO, "pass, %s is in rcpthosts" % host)
+        self.log(LOGINFO, "pass, %s is in rcpthosts" % recipient.host)
         return OK
     if self.qp.connection.relay_client:
         self.log(LOGINFO, "pass, relay client")
         return OK
-    self.log(LOGINFO, "fail, %s is not one of our domains" % host)
+    self.log(LOGINFO, "fail, %s is not one of our domains" % recipient.host)
     return DENY, "Relaying denied (#5.7.1)"
 
 
 def is_in_rcpthosts(qp, host):
-    me = (qp.config("me") or "").lower()
-    if host == me:
+    """``host`` (a domain_key) is me, a rcpthosts domain, or below a ``.domain`` entry."""
+    if host == domain_key(qp.config("me") or ""):
         return True
     for entry in qp.config_list("rcpthosts"):
-        entry = entry.lower().strip()
-        if entry == host or (entry.startswith(".") and host.endswith(entry)):
+        entry = entry.strip()
+        if entry.startswith("."):
+            if host.endswith("." + domain_key(entry[1:])):
+                return True
+        elif host == domain_key(entry):
             return True
     return False

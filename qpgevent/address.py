@@ -1,7 +1,10 @@
 """RFC 5321 paths: ``<local@domain>``, ``<>`` and ``<postmaster>``."""
 import ipaddress
 import re
+from functools import lru_cache
 from typing import Optional
+
+import idna
 
 # RFC 5321 4.1.2: atext of a Dot-string. Dots may repeat or trail, as real mail
 # (and Postfix) tolerates; anything else outside atext needs a Quoted-string.
@@ -15,6 +18,25 @@ _IPV6_LITERAL = re.compile(r"\[IPv6:([0-9A-Fa-f:.]{2,45})\]\Z", re.IGNORECASE)
 _SOURCE_ROUTE = re.compile(r"@[^,:]+(?:,@[^,:]+)*:")
 _NEEDS_QUOTING = re.compile(r"[^%s.]" % _ATEXT)
 _UTF8_DOMAIN_LABEL = re.compile(r"[^\x00-\x2c\x2e\x2f\x3a-\x40\x5b-\x60\x7b-\x7f]+\Z")
+
+
+@lru_cache(maxsize=1024)
+def domain_key(domain: str) -> str:
+    """A domain as compared: lower case, no root dot, U-labels as their ``xn--`` A-labels.
+
+    ``Bücher.example`` and ``xn--bcher-kva.example`` are one domain.  Strict
+    IDNA 2008, label by label, with no mapping: ``ｅｘａｍｐｌｅ.com`` or
+    ``example。com`` must not pass for ``example.com`` here while the next hop
+    reads them as other names.  A name IDNA refuses is compared as written.
+    """
+    domain = domain.strip().rstrip(".").lower()
+    if domain.isascii():
+        return domain
+    try:
+        return ".".join(label if label.isascii() else idna.alabel(label).decode("ascii")
+                        for label in domain.split("."))
+    except UnicodeError:  # idna.IDNAError and the codec's own errors
+        return domain
 
 
 class AddressError(ValueError):

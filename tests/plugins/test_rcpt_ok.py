@@ -64,3 +64,27 @@ def test_rcpthosts_changes_apply_without_restart(ts):
     assert rcpt(ts, "u@new.test") == [DENIED]
     ts.mock_config(rcpthosts=["new.test"])
     assert rcpt(ts, "u@new.test")[0].startswith("250 ")
+
+
+@pytest.mark.parametrize("rcpthosts, address", [
+    ("bücher.example", "u@xn--bcher-kva.example"),       # U-label listed, A-label sent (no SMTPUTF8 needed)
+    ("xn--bcher-kva.example", "u@bücher.example"),       # A-label listed, U-label sent with SMTPUTF8
+    ("XN--BCHER-KVA.example", "u@Bücher.Example"),       # case in either form
+    (".bücher.example", "u@mail.xn--bcher-kva.example"),  # a leading dot covers subdomains in both forms
+])
+def test_internationalised_domains_match_in_either_form(session_factory, rcpthosts, address):
+    """A domain in rcpthosts matches its other IDNA form (RFC 6531 clients send U-labels, others A-labels)."""
+    ts = session_factory(["rcpt_ok"], {"me": "mx.test", "rcpthosts": [rcpthosts]})
+    ts.command("EHLO client.test")
+    utf8 = not address.isascii()
+    assert ts.command("MAIL FROM:<a@sender.test>%s" % (" SMTPUTF8" if utf8 else ""))[0].code == 250
+    assert rcpt(ts, address) == ["250 2.1.5 <%s>, recipient ok" % address]
+
+
+def test_a_different_internationalised_domain_is_still_refused(session_factory):
+    """Matching by IDNA form does not widen rcpthosts: bücher is not bucher."""
+    ts = session_factory(["rcpt_ok"], {"me": "mx.test", "rcpthosts": ["bücher.example"]})
+    ts.command("EHLO client.test")
+    ts.command("MAIL FROM:<a@sender.test>")
+    assert rcpt(ts, "u@bucher.example") == [DENIED]
+    assert rcpt(ts, "u@xn--bcher-kva.example.evil.test") == [DENIED]
