@@ -20,6 +20,11 @@ HARD_LINE_LIMIT = 1024 * 1024  # the most a partial line may occupy when no limi
 _ANY_NEWLINE = re.compile(rb"\r\n|\r|\n")
 
 
+def _has_long_line(raw: bytes, limit: int) -> bool:
+    """A line of ``raw`` reaches ``limit`` octets before its LF (0: no limit); a split is far cheaper than a regex."""
+    return bool(limit) and len(raw) >= limit and max(map(len, raw.split(b"\n"))) >= limit
+
+
 class DataReceiver:
     """Consumes the bytes that follow ``354`` until the end-of-data line."""
 
@@ -124,9 +129,8 @@ class DataReceiver:
         if match is None or match.end() != end + 4:
             return None
         block = bytes(buf[start:end + 2])
-        limit = self._max_line
-        if limit and len(block) >= limit and max(map(len, block.split(b"\r\n"))) + 2 > limit:
-            return None  # a line too long: the line-by-line path says so
+        if _has_long_line(block, self._max_line):
+            return None  # the line-by-line path says which and answers for it
         block = block.replace(b"\r\n", b"\n")
         self.header_lines.append(block)
         self.header_bytes += len(block)
@@ -145,9 +149,7 @@ class DataReceiver:
         if bare and not self.normalize:
             self.bare_newline = self.done = True
             return None
-        limit = self._max_line
-        # A line of ``limit`` octets before its LF is too long; the split is far cheaper than a regex.
-        if limit and len(raw) >= limit and max(map(len, raw.split(b"\n"))) >= limit:
+        if _has_long_line(raw, self._max_line):
             self.line_too_long = True
         # RFC 5321 4.5.2: drop the first dot of every line that starts with one.
         if raw[:1] == b"." and self._after_crlf:
