@@ -394,7 +394,9 @@ def serve(server: Server, options: argparse.Namespace) -> int:
 
     def reload() -> None:
         try:
-            server.smtpd = load_smtpd(options)
+            smtpd = load_smtpd(options)
+            smtpd.start_serving()
+            server.smtpd = smtpd
             server.smtpd.log(LOGNOTICE, "configuration reloaded")
         except ConfigError as exc:
             server.smtpd.log(LOGERROR, "reload refused, keeping the old configuration: %s" % exc)
@@ -432,6 +434,7 @@ def run_worker(options: argparse.Namespace, listeners: List[Listener], heartbeat
         return EX_CONFIG
     server = Server(smtpd, options, counters, slot)
     server.serve_on(listeners)
+    smtpd.start_serving()
     stopping = Event()
     gevent.signal_handler(signal.SIGTERM, stopping.set)
     gevent.signal_handler(signal.SIGINT, stopping.set)
@@ -502,6 +505,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             return master.run()
         server = Server(smtpd, options)
         server.serve_on(listeners)
+        smtpd.start_serving()
         return serve(server, options)
     finally:
         if options.pid_file:

@@ -110,6 +110,19 @@ class Smtpd:
     def me(self) -> str:
         return self.config.get("me") or os.uname().nodename
 
+    def start_serving(self) -> None:
+        """Run ``post-fork``: this process (a worker, or the only one) serves with these plugins from now on.
+
+        The place for what a plugin must own per process (a connection to a
+        database or a daemon), made after the fork.  A failure is logged with
+        its traceback and the process serves on.
+        """
+        if self.registry.has("post-fork"):
+            try:
+                self.registry.run(self, "post-fork")
+            except PluginFailure:
+                pass  # the registry has logged it
+
     def log(self, level: int, message: str, hook: Optional[str] = None, plugin: Optional[str] = None,
             session: Any = None) -> None:
         """Route a log line to the logging plugins, or to stderr when there are none."""
