@@ -254,12 +254,17 @@ class Session(AuthCommands, ChunkingCommands):
     def me(self) -> str:
         return self.config("me")
 
-    def config(self, name: str, default: Optional[str] = None) -> Optional[str]:
-        """The first value of config ``name``, asking the ``config`` hook first."""
-        values = self.config_list(name)
+    def config(self, name: str, default: Optional[str] = None, address: Optional[Address] = None) -> Optional[str]:
+        """The first value of config ``name``, asking the ``config`` hook first (``user_config`` with an address)."""
+        values = self.config_list(name, address)
         return values[0] if values else default
 
-    def config_list(self, name: str) -> List[str]:
+    def config_list(self, name: str, address: Optional[Address] = None) -> List[str]:
+        """All values of ``name``; for ``address``, a ``user_config`` plugin's answer comes before anything else."""
+        if address is not None and self.registry.has("user_config"):
+            result = self.run_hooks("user_config", address, name, failures="log")
+            if result.rc == OK:
+                return [str(v) for v in result.messages]
         if self.registry.has("config"):
             result = self.run_hooks("config", name, failures="log")
             if result.rc == OK:
