@@ -26,13 +26,22 @@ def session_factory(smtpd_factory):
 
 @pytest.fixture
 def live_server(tmp_path):
-    """``live_server(plugins=[...], config={...}, args=[...])`` -> a started LiveServer; stopped after the test."""
+    """``live_server(plugins=[...], config={...}, args=[...])`` -> a started LiveServer; stopped after the test.
+
+    ``plugin_files={"name.py": source}`` writes test plugins into a ``plugin_dirs`` directory of their own.
+    """
     servers = []
 
     def factory(plugins=("rcpt_ok", "queue/maildir %s" % (tmp_path / "Maildir")), config=None, args=(), host="127.0.0.1",
-                env=None):
+                env=None, plugin_files=None):
         values = {"me": "mx.test", "rcpthosts": ["example.com"], "spool_dir": str(tmp_path / "spool"),
                   "plugins": list(plugins), "loglevel": "6"}
+        if plugin_files:
+            plugin_dir = tmp_path / "test-plugins"
+            plugin_dir.mkdir(exist_ok=True)
+            for name, source in plugin_files.items():
+                (plugin_dir / name).write_text(source)
+            values["plugin_dirs"] = str(plugin_dir)
         values.update(config or {})
         config_dir = write_config(tmp_path / "config", values)
         server = LiveServer(config_dir, args=args, host=host, env=env, cwd=tmp_path).start()

@@ -35,14 +35,10 @@ def hook_connect(self, transaction):
 
 
 @pytest.fixture
-def workers(live_server, tmp_path):
+def workers(live_server):
     """``workers(*args)`` -> a LiveServer with two serving workers, greeting with ``pid N config v1``."""
-    plugin_dir = tmp_path / "test-plugins"
-    plugin_dir.mkdir()
-    (plugin_dir / "worker_pid.py").write_text(WORKER_PID)
-
     def start(*args, graceful="1"):
-        server = live_server(plugins=["worker_pid v1"], config={"plugin_dirs": str(plugin_dir)},
+        server = live_server(plugins=["worker_pid v1"], plugin_files={"worker_pid.py": WORKER_PID},
                              args=["--workers", "2", "--graceful-timeout", graceful, *args])
         assert wait_for(lambda: len(serving(server)) == 2), server.log
         return server

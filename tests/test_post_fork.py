@@ -32,15 +32,12 @@ def hook_post_fork(self, transaction):
 @pytest.fixture
 def recording(live_server, tmp_path):
     """``recording(*args, mode="ok")`` -> (server, path of the pid file) with record_pid loaded."""
-    plugin_dir = tmp_path / "test-plugins"
-    plugin_dir.mkdir()
-    (plugin_dir / "record_pid.py").write_text(RECORD_PID)
     path = tmp_path / "post-fork.pids"
 
     def start(*args, mode="ok"):
         server = live_server(plugins=["record_pid %s %s" % (path, mode), "rcpt_ok",
                                       "queue/maildir %s" % (tmp_path / "Maildir")],
-                             config={"plugin_dirs": str(plugin_dir)}, args=list(args))
+                             plugin_files={"record_pid.py": RECORD_PID}, args=list(args))
         return server, path
     return start
 
