@@ -61,6 +61,7 @@ class Session(AuthCommands, ChunkingCommands):
         self._chunk_last = False
         self._chunk_error: Optional[tuple] = None  # (reply or None, messages, hang up?) for a BDAT we read but refuse
         self._timeouts: Optional[tuple] = None  # (commands, data) seconds, see read_timeout
+        self._session_deadline: Optional[float] = None  # time.monotonic() when max_session_seconds ends it
         self._input_reset = False  # STARTTLS: drop whatever the client sent before the handshake
         self._buffer = bytearray()
         self._out: List[bytes] = []
@@ -156,8 +157,9 @@ class Session(AuthCommands, ChunkingCommands):
         self.flush()
 
     def timeout(self) -> None:
-        """The client said nothing for ``timeout`` seconds."""
-        self.reply(R.TIMEOUT)
+        """The client said nothing for ``timeout`` seconds, or the session reached ``max_session_seconds``."""
+        over = self._session_deadline is not None and time.monotonic() >= self._session_deadline
+        self.reply(R.SESSION_TOO_LONG if over else R.TIMEOUT)
         self.disconnect()
         self.flush()
 
@@ -170,18 +172,27 @@ class Session(AuthCommands, ChunkingCommands):
     def read_timeout(self) -> float:
         """Seconds to wait for the client: ``timeoutsmtpd`` or ``timeout`` for commands, ``timeout`` in DATA.
 
-        Read once per session: they are asked before every read.
+        Never past ``max_session_seconds`` (counted from the first read; 0 or
+        absent: no limit), which bounds a client that sends just enough, just
+        in time, to keep its slot for ever.  Read once per session: they are
+        asked before every read.
         """
         if self._timeouts is None:
-            def seconds(value: Optional[str]) -> float:
+            def seconds(value: Optional[str], default: float = 300.0) -> float:
                 try:
-                    return float(value or 300)
+                    return float(value or default)
                 except ValueError:
-                    return 300.0
+                    return default
             data = seconds(self.config("timeout"))
             self._timeouts = (seconds(self.config("timeoutsmtpd") or str(data)), data)
+            limit = seconds(self.config("max_session_seconds"), 0.0)
+            if limit > 0:
+                self._session_deadline = time.monotonic() + limit
         in_data = self.receiver is not None or self._chunk_left
-        return self._timeouts[1 if in_data else 0]
+        timeout = self._timeouts[1 if in_data else 0]
+        if self._session_deadline is not None:
+            timeout = max(min(timeout, self._session_deadline - time.monotonic()), 0.001)
+        return timeout
 
     def run(self, transport: Any, early: bytes = b"", **pre_connection: Any) -> None:
         """Serve the whole conversation over ``transport`` (anything with ``recv(size, timeout)``).
