@@ -30,7 +30,7 @@ from gevent import socket as gsocket
 from gevent.event import Event
 from gevent.lock import Semaphore
 
-from server import BenchServer
+from server import BenchServer, read_code
 
 MESSAGE = (b"From: <a@example.com>\r\nTo: <b@example.com>\r\nSubject: many sessions\r\n\r\n"
            + b"hello from one of many concurrent sessions\r\n" * 5 + b".\r\n")
@@ -100,7 +100,7 @@ class Client:
             with self.connecting:
                 sock = gsocket.create_connection(self.address, timeout=self.timeout)
             reader = sock.makefile("rb")
-            code = read_reply(reader)
+            code = read_code(reader)
         except (OSError, ValueError) as exc:
             self._error("greeting", exc)
             self._count("not_greeted")
@@ -116,7 +116,7 @@ class Client:
             for command, expect in ((b"EHLO client.example\r\n", 250), (b"MAIL FROM:<a@example.com>\r\n", 250),
                                     (b"RCPT TO:<b@example.com>\r\n", 250), (b"DATA\r\n", 354), (MESSAGE, 250)):
                 sock.sendall(command)
-                code = read_reply(reader)
+                code = read_code(reader)
                 if code != expect:
                     break
             self._answered("accepted" if code == 250 else "refused")
@@ -128,22 +128,12 @@ class Client:
         self.all_answered.wait()
         try:
             sock.sendall(b"QUIT\r\n")
-            if read_reply(reader) == 221:
+            if read_code(reader) == 221:
                 self.quit_ok += 1
         except (OSError, ValueError) as exc:
             self._error("quit", exc)
         finally:
             sock.close()
-
-
-def read_reply(reader):
-    """The code of one (possibly multi-line) SMTP reply."""
-    while True:
-        line = reader.readline(1024)
-        if not line:
-            raise ValueError("connection closed")
-        if line[3:4] != b"-":
-            return int(line[:3])
 
 
 def sample_peak(pid, peak, stop):

@@ -114,3 +114,13 @@ class BenchServer:
         words = PROBLEM_WORDS + tuple(also)
         text = self.log_path.read_text(errors="replace")
         return [line for line in text.splitlines() if any(word in line for word in words)]
+
+
+def read_code(reader):
+    """The code of one (possibly multi-line) SMTP reply from a socket file; ConnectionError if the server hung up."""
+    while True:
+        line = reader.readline(1024)
+        if not line:
+            raise ConnectionError("server closed the connection")
+        if line[3:4] != b"-":
+            return int(line[:3])

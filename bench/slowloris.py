@@ -56,7 +56,7 @@ import gevent  # noqa: E402
 from gevent.lock import Semaphore  # noqa: E402
 
 from procfs import tree_rss_kb  # noqa: E402
-from server import BenchServer  # noqa: E402  (waits with time.sleep, patched above into gevent.sleep)
+from server import BenchServer, read_code  # noqa: E402  (waits with time.sleep, patched above into gevent.sleep)
 
 PLUGINS = ["hosts_allow", "count_unrecognized_commands 4", "relay", "rcpt_ok", "queue/discard"]
 MESSAGE = (b"From: <good@client.test>\r\nTo: <u@example.com>\r\nSubject: well-behaved\r\n\r\n"
@@ -76,16 +76,6 @@ def raise_fd_limit():
     if soft < wanted:
         resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
-def read_code(reader):
-    """The code of one (possibly multi-line) reply."""
-    while True:
-        line = reader.readline(1024)
-        if not line:
-            raise ConnectionError("server closed the connection")
-        if line[3:4] != b"-":
-            return int(line[:3])
 
 
 def transaction(address, timeout):
