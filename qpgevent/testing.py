@@ -78,6 +78,65 @@ def read_reply(sock: socket.socket, timeout: float = 10.0) -> Reply:
     return parse_replies(data)[0]
 
 
+class RawClient:
+    """A byte-level SMTP client for tests: whole replies, what arrived beyond them kept; can switch to TLS.
+
+    Unlike smtplib it sends exactly the bytes it is given and shows exactly
+    what the server answered, in order, however it was split.
+    """
+
+    def __init__(self, address: tuple, timeout: float = 10.0) -> None:
+        self.sock = socket.create_connection(address, timeout=timeout)
+        self.buffer = b""
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def reply(self) -> Reply:
+        """The next complete reply; what follows it stays in ``buffer``."""
+        while True:
+            end = 0
+            for line in self.buffer.split(b"\r\n")[:-1]:
+                end += len(line) + 2
+                if line[3:4] == b" ":
+                    raw, self.buffer = self.buffer[:end], self.buffer[end:]
+                    return parse_replies(raw)[0]
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed by the server; unread: %r" % self.buffer)
+            self.buffer += chunk
+
+    def command(self, line: str) -> Reply:
+        self.send(line.encode() + b"\r\n")
+        return self.reply()
+
+    def start_tls(self, context: Any, server_hostname: str = "127.0.0.1") -> None:
+        """Wrap the socket in TLS; the server must have sent nothing after its 220 (CVE-2011-0411 in reverse)."""
+        assert self.buffer == b"", "server sent more after its 220: %r" % self.buffer
+        self.sock = context.wrap_socket(self.sock, server_hostname=server_hostname)
+
+    def read_to_eof(self, timeout: Optional[float] = None) -> bytes:
+        """Every byte not read yet, up to the server's close or reset; raises if it stays open past ``timeout``."""
+        if timeout is not None:
+            self.sock.settimeout(timeout)
+        data, self.buffer = self.buffer, b""
+        try:
+            while True:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    return data
+                data += chunk
+        except ConnectionResetError:
+            return data  # the server closed with our unread bytes in its buffer
+
+    def replies_until_closed(self) -> List[Reply]:
+        """Every reply up to the server's close (or reset); raises if one is malformed."""
+        return parse_replies(self.read_to_eof())
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 def wait_for(predicate: Callable[[], Any], seconds: float = 10.0, step: float = 0.05) -> bool:
     """Poll ``predicate`` until it is true or ``seconds`` have passed; returns its last verdict."""
     deadline = time.monotonic() + seconds

@@ -8,14 +8,13 @@ import contextlib
 import email
 import itertools
 import random
-import socket
 import threading
 import time
 
 import pytest
 
 from qpgevent import DENY, OK
-from qpgevent.testing import LiveServer, SMUGGLING_VECTORS, TestSession, parse_replies, write_config
+from qpgevent.testing import LiveServer, SMUGGLING_VECTORS, RawClient, TestSession, write_config
 
 MB = 1 << 20
 DATABYTES = 10 * MB
@@ -69,51 +68,13 @@ def rss_kb(server):
     raise AssertionError("no VmRSS")
 
 
-class Client:
-    """A raw SMTP client that reads whole replies and keeps what arrived beyond them."""
+class Client(RawClient):
+    """A raw client of ``server`` that has read the 220 greeting."""
 
     def __init__(self, server, timeout=10.0):
-        self.sock = socket.create_connection(server.address, timeout=timeout)
-        self.buffer = b""
+        super().__init__(server.address, timeout)
         self.greeting = self.reply()
         assert self.greeting.code == 220
-
-    def send(self, data):
-        self.sock.sendall(data)
-
-    def reply(self):
-        while True:
-            end = 0
-            for line in self.buffer.split(b"\r\n")[:-1]:
-                end += len(line) + 2
-                if line[3:4] == b" ":
-                    raw, self.buffer = self.buffer[:end], self.buffer[end:]
-                    return parse_replies(raw)[0]
-            data = self.sock.recv(65536)
-            if not data:
-                raise ConnectionError("closed by the server; unread: %r" % self.buffer)
-            self.buffer += data
-
-    def command(self, line):
-        self.send(line.encode() + b"\r\n")
-        return self.reply()
-
-    def replies_until_closed(self):
-        """Every reply up to the server's close (or reset); raises if a reply is malformed."""
-        data = self.buffer
-        try:
-            while True:
-                chunk = self.sock.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-        except ConnectionResetError:
-            pass  # the server closed with our unread bytes in its buffer
-        self.buffer = b""
-        return parse_replies(data)
-
-    def close(self):
-        self.sock.close()
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from qpgevent import testing
-from qpgevent.testing import free_port, parse_replies, wait_for
+from qpgevent.testing import RawClient, free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 CERT_TOOL = ROOT / "bin" / "qpsmtpd-tls-cert"
@@ -87,56 +87,6 @@ def trusting(server):
 def delivered(tmp_path):
     """The texts of the messages in the test Maildir."""
     return [path.read_text() for path in (tmp_path / "Maildir" / "new").iterdir()]
-
-
-class RawClient:
-    """A line-level SMTP client on a plain socket that can switch to TLS; sees every byte the server sends."""
-
-    def __init__(self, address, timeout=5.0):
-        self.sock = socket.create_connection(address, timeout=timeout)
-        self.data = b""
-
-    def send(self, data):
-        self.sock.sendall(data)
-
-    def reply(self):
-        """The next complete reply as (code, lines); what follows it stays in ``self.data``."""
-        while True:
-            lines = self.data.split(b"\r\n")[:-1]
-            for index, line in enumerate(lines):
-                if line[3:4] == b" ":
-                    raw = b"".join(part + b"\r\n" for part in lines[:index + 1])
-                    self.data = self.data[len(raw):]
-                    [reply] = parse_replies(raw)
-                    return reply.code, reply.lines
-            chunk = self.sock.recv(4096)
-            if not chunk:
-                raise ConnectionError("server closed; had %r" % self.data)
-            self.data += chunk
-
-    def command(self, line):
-        self.send(line.encode() + b"\r\n")
-        return self.reply()
-
-    def start_tls(self, context):
-        assert self.data == b"", "server sent more after its 220: %r" % self.data
-        self.sock = context.wrap_socket(self.sock, server_hostname="127.0.0.1")
-
-    def read_to_eof(self, timeout=6.0):
-        """Every byte until the server closes (raises if it keeps the connection open past ``timeout``)."""
-        self.sock.settimeout(timeout)
-        data = b""
-        while True:
-            try:
-                chunk = self.sock.recv(4096)
-            except ConnectionResetError:
-                return data
-            if not chunk:
-                return data
-            data += chunk
-
-    def close(self):
-        self.sock.close()
 
 
 def client_hello(context):
