@@ -132,10 +132,8 @@ def smuggling_payload(vector, marker):
             + b"Subject: smuggled-%s\r\n\r\nevil\r\n.\r\nQUIT\r\n" % marker)
 
 
-@pytest.mark.parametrize("vector", SMUGGLING_VECTORS.values(), ids=SMUGGLING_VECTORS.keys())
-def test_smuggling_vector_is_refused_over_a_socket(server, vector):
-    """Default ``bare_newline reject``: the bare CR/LF gets ``521 5.5.2`` and the server hangs up; nothing is
-    delivered, neither the first message nor the smuggled one; a session beside it is unaffected."""
+def smuggle(server, vector):
+    """Send a smuggling ``vector`` inside DATA while a bystander's session spans it: (marker, every reply)."""
     marker = new_marker()
     with bystander(server):
         client = Client(server)
@@ -143,6 +141,14 @@ def test_smuggling_vector_is_refused_over_a_socket(server, vector):
         client.send(smuggling_payload(vector, marker.encode()))
         replies = client.replies_until_closed()
         client.close()
+    return marker, replies
+
+
+@pytest.mark.parametrize("vector", SMUGGLING_VECTORS.values(), ids=SMUGGLING_VECTORS.keys())
+def test_smuggling_vector_is_refused_over_a_socket(server, vector):
+    """Default ``bare_newline reject``: the bare CR/LF gets ``521 5.5.2`` and the server hangs up; nothing is
+    delivered, neither the first message nor the smuggled one; a session beside it is unaffected."""
+    marker, replies = smuggle(server, vector)
     assert codes(replies) == [(521, "5.5.2")]
     assert delivered(server, marker) == []
 
@@ -152,13 +158,7 @@ def test_smuggling_vector_stays_one_message_when_normalizing(normalizing_server,
     """``bare_newline normalize``: only CRLF.CRLF ends the data, so exactly one message is delivered, the first;
     the smuggled transaction is body text of it, never a message of its own, and carries no bare CR."""
     server = normalizing_server
-    marker = new_marker()
-    with bystander(server):
-        client = Client(server)
-        open_data(client)
-        client.send(smuggling_payload(vector, marker.encode()))
-        replies = client.replies_until_closed()
-        client.close()
+    marker, replies = smuggle(server, vector)
     assert [r.code for r in replies] == [250, 221]
     [stored] = delivered(server, marker)
     message = email.message_from_bytes(stored)
