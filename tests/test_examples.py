@@ -151,7 +151,6 @@ def test_header_check_refuses_an_empty_message(live_server, tmp_path):
 
 
 # -- examples/quit_fortune --------------------------------------------------------------
-@pytest.mark.skipif(FORTUNE is None, reason="the fortune program is not installed")
 def test_quit_fortune_says_goodbye_with_a_cookie(live_server):
     """QUIT gets a multi-line 221: the farewell, then fortune's lines; then the server hangs up."""
     server = live_server(plugins=["examples/quit_fortune", "rcpt_ok"])
