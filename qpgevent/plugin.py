@@ -206,7 +206,7 @@ def load_plugin(smtpd: Any, name: str, args: Sequence[str], dirs: Sequence[Path]
     path_hint, line = where or (None, None)
     path = find_plugin(name, dirs)
     if path is None:
-        raise ConfigError(_not_found(name.split(":", 1)[0], dirs), path_hint, line)
+        raise ConfigError(_not_found(name, dirs), path_hint, line)
     try:
         module = _load_module(name, path)
     except ConfigError:
@@ -235,9 +235,12 @@ def load_plugin(smtpd: Any, name: str, args: Sequence[str], dirs: Sequence[Path]
 
 
 def _not_found(name: str, dirs: Sequence[Path]) -> str:
-    """Why plugin ``name`` (no ``:N``) is not in ``dirs``, and what to do, for an admin coming from qpsmtpd."""
-    available = known_plugins(dirs)
+    """Why plugin ``name`` is not in ``dirs``, and what to do, for an admin coming from qpsmtpd."""
     port = "comment the line out, or port it to Python (see docs/writing-plugins.md)"
+    if "::" in name:
+        return "`%s` names a Perl module, and Perl plugins do not run here; %s" % (name, port)
+    name = name.split(":", 1)[0]
+    available = known_plugins(dirs)
     current = qpsmtpd_plugins.current_name(name)
     if current is not None and current != name:
         if current in available:
@@ -246,8 +249,6 @@ def _not_found(name: str, dirs: Sequence[Path]) -> str:
             name, current, port)
     if current is not None:
         return "qpsmtpd plugin `%s` is not available in this version of qpgevent; %s" % (name, port)
-    if "::" in name:
-        return "`%s` names a Perl module, and Perl plugins do not run here; %s" % (name, port)
     # A high cutoff: a far-fetched guess misleads more than no guess.
     guess = difflib.get_close_matches(name, available, n=1, cutoff=0.75)
     fix = "did you mean %r?" % guess[0] if guess else "check the spelling or add its directory to plugin_dirs"
