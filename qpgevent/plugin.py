@@ -270,15 +270,16 @@ def plugin_set_warnings(registry: HookRegistry, loaded: Sequence[tuple], plugins
         warnings.append(ConfigWarning(
             "no plugin has a rcpt hook, so none can accept a recipient: every RCPT TO would get %d %s; "
             "add `rcpt_ok` after your other rcpt plugins" % (reply.code, reply.status), plugins_file))
-    if not any(plugin.name.split(":", 1)[0] == "naughty" for plugin, _, _ in loaded):
+    deferring = [(plugin, path, line) for plugin, path, line in loaded if plugin.reject == "naughty"]
+    if deferring and not any(plugin.name.split(":", 1)[0] == "naughty" for plugin, _, _ in loaded):
+        # Plugin.get_reject stores a 'reject naughty' rejection in a note that only a naughty plugin reads.
         why = "is not loaded; add a `naughty` line after it" if "naughty" in known_plugins(dirs) else \
             "is not available in this version of qpgevent"
-        for plugin, path, line in loaded:
-            if plugin.reject == "naughty":
-                warnings.append(ConfigWarning(
-                    "plugin %s: `reject naughty` leaves its rejections to the `naughty` plugin, which %s: "
-                    "they are logged and never applied (as with `reject 0`); write `reject 1` to refuse at once"
-                    % (plugin.name, why), path, line))
+        for plugin, path, line in deferring:
+            warnings.append(ConfigWarning(
+                "plugin %s: `reject naughty` leaves its rejections to the `naughty` plugin, which %s: "
+                "they are logged and never applied (as with `reject 0`); write `reject 1` to refuse at once"
+                % (plugin.name, why), path, line))
     return warnings
 
 
