@@ -9,8 +9,9 @@ from typing import Any, Callable, List, Optional, Sequence, Union
 
 from .config import bundled_dir
 from .constants import DECLINED, DENY, DENY_DISCONNECT, DENYSOFT, DENYSOFT_DISCONNECT, LOGINFO, parse_log_level
-from .errors import ConfigError
-from .hooks import HOOK_BY_METHOD, HOOKS, current_hook, current_session
+from . import qpsmtpd_plugins, replies as R
+from .errors import ConfigError, ConfigWarning
+from .hooks import HOOK_BY_METHOD, HOOKS, HookRegistry, current_hook, current_session
 
 BUNDLED_PLUGIN_DIR = bundled_dir("plugins")
 
@@ -205,9 +206,7 @@ def load_plugin(smtpd: Any, name: str, args: Sequence[str], dirs: Sequence[Path]
     path_hint, line = where or (None, None)
     path = find_plugin(name, dirs)
     if path is None:
-        guess = difflib.get_close_matches(name.split(":")[0], known_plugins(dirs), n=1)
-        fix = "did you mean %r?" % guess[0] if guess else "check the spelling or add its directory to plugin_dirs"
-        raise ConfigError("plugin %r not found in %s; %s" % (name, ", ".join(map(str, dirs)), fix), path_hint, line)
+        raise ConfigError(_not_found(name, dirs), path_hint, line)
     try:
         module = _load_module(name, path)
     except ConfigError:
@@ -233,6 +232,55 @@ def load_plugin(smtpd: Any, name: str, args: Sequence[str], dirs: Sequence[Path]
         raise ConfigError("plugin %s (arguments %r) refused to start: %s" % (name, " ".join(args), exc),
                           path_hint, line) from exc
     return plugin
+
+
+def _not_found(name: str, dirs: Sequence[Path]) -> str:
+    """Why plugin ``name`` is not in ``dirs``, and what to do, for an admin coming from qpsmtpd."""
+    port = "comment the line out, or port it to Python (see docs/writing-plugins.md)"
+    if "::" in name:
+        return "`%s` names a Perl module, and Perl plugins do not run here; %s" % (name, port)
+    name = name.split(":", 1)[0]
+    available = known_plugins(dirs)
+    current = qpsmtpd_plugins.current_name(name)
+    if current is not None and current != name:
+        if current in available:
+            return "`%s` is an old qpsmtpd name of the `%s` plugin; write `%s`" % (name, current, current)
+        return "qpsmtpd plugin `%s` (now called `%s`) is not available in this version of qpgevent; %s" % (
+            name, current, port)
+    if current is not None:
+        return "qpsmtpd plugin `%s` is not available in this version of qpgevent; %s" % (name, port)
+    # A high cutoff: a far-fetched guess misleads more than no guess.
+    guess = difflib.get_close_matches(name, available, n=1, cutoff=0.75)
+    fix = "did you mean %r?" % guess[0] if guess else "check the spelling or add its directory to plugin_dirs"
+    return "plugin %r not found in %s; %s" % (name, ", ".join(map(str, dirs)), fix)
+
+
+def plugin_set_warnings(registry: HookRegistry, loaded: Sequence[tuple], plugins_file: str,
+                        dirs: Sequence[Path]) -> List[ConfigWarning]:
+    """What the loaded ``(plugin, path, line)`` list lacks that would turn mail away, or make an argument moot."""
+    names = {plugin.name for plugin, _, _ in loaded}
+    warnings = []
+    if not names.intersection(registry.plugins_for("queue")):
+        reply = R.QUEUE_DECLINED
+        warnings.append(ConfigWarning(
+            "no queue plugin is loaded, so every message would be refused after DATA with %d %s; add one, "
+            "e.g. `queue/maildir ./Maildir`" % (reply.code, reply.status), plugins_file))
+    if not names.intersection(registry.plugins_for("rcpt")):
+        reply = R.RCPT_UNDECIDED
+        warnings.append(ConfigWarning(
+            "no plugin has a rcpt hook, so none can accept a recipient: every RCPT TO would get %d %s; "
+            "add `rcpt_ok` after your other rcpt plugins" % (reply.code, reply.status), plugins_file))
+    deferring = [(plugin, path, line) for plugin, path, line in loaded if plugin.reject == "naughty"]
+    if deferring and not any(plugin.name.split(":", 1)[0] == "naughty" for plugin, _, _ in loaded):
+        # Plugin.get_reject stores a 'reject naughty' rejection in a note that only a naughty plugin reads.
+        why = "is not loaded; add a `naughty` line after it" if "naughty" in known_plugins(dirs) else \
+            "is not available in this version of qpgevent"
+        for plugin, path, line in deferring:
+            warnings.append(ConfigWarning(
+                "plugin %s: `reject naughty` leaves its rejections to the `naughty` plugin, which %s: "
+                "they are logged and never applied (as with `reject 0`); write `reject 1` to refuse at once"
+                % (plugin.name, why), path, line))
+    return warnings
 
 
 def parse_plugin_line(text: str, path: str, line: int) -> tuple:

@@ -171,10 +171,17 @@ def check_plugins(smtpd: Smtpd, options: argparse.Namespace) -> None:
                           % (smtpd.config.path("plugins") or "config/plugins"))
 
 
-def load_smtpd(options: argparse.Namespace) -> Smtpd:
-    """The config and plugins, loaded and checked against the options; ConfigError if broken."""
+def load_smtpd(options: argparse.Namespace, log_warnings: bool = True) -> Smtpd:
+    """The config and plugins, loaded and checked against the options; ConfigError if broken.
+
+    Its warnings (no queue plugin, ...) are logged at LOGWARN unless told not
+    to: a worker leaves that to the master, which loaded the same files.
+    """
     smtpd = Smtpd(options.config_dir)
     check_plugins(smtpd, options)
+    if log_warnings:
+        for warning in smtpd.warnings:
+            smtpd.log(LOGWARN, "warning: %s" % warning)
     return smtpd
 
 
@@ -374,18 +381,35 @@ def raise_fd_limit() -> None:
 
 
 def check_config(options: argparse.Namespace) -> int:
-    """--check-config: load everything; print ``hook: plugin, plugin`` in run order, or the error."""
+    """--check-config: load everything; list every error and warning on stderr, one a line.
+
+    With no error: ``hook: plugin, plugin`` in run order on stdout, and exit 0
+    (warnings too: the server would start); with errors: exit 78.
+    """
     try:
-        smtpd = load_smtpd(options)
+        smtpd = load_smtpd(options, log_warnings=False)
     except ConfigError as exc:
-        sys.stderr.write("qpsmtpd-server: %s\n" % exc)
+        errors, warnings = getattr(exc, "errors", [exc]), getattr(exc, "warnings", [])
+        for error in errors:
+            sys.stderr.write("qpsmtpd-server: %s\n" % error)
+        for warning in warnings:
+            sys.stderr.write("qpsmtpd-server: warning: %s\n" % warning)
+        sys.stderr.write("qpsmtpd-server: %s, %s: the server would not start\n"
+                         % (_count(errors, "error"), _count(warnings, "warning")))
         return EX_CONFIG
+    for warning in smtpd.warnings:
+        sys.stderr.write("qpsmtpd-server: warning: %s\n" % warning)
     for hook in HOOKS:
         plugins = smtpd.registry.plugins_for(hook)
         if plugins:
             print("%s: %s" % (hook, ", ".join(plugins)))
-    print("configuration ok: %d plugins from %s" % (len(smtpd.plugins), smtpd.config.directory))
+    print("configuration ok: %d plugins from %s, %s" % (len(smtpd.plugins), smtpd.config.directory,
+                                                         _count(smtpd.warnings, "warning")))
     return 0
+
+
+def _count(items: list, noun: str) -> str:
+    return "%d %s%s" % (len(items), noun, "" if len(items) == 1 else "s")
 
 
 def serve(server: Server, options: argparse.Namespace) -> int:
@@ -428,7 +452,7 @@ def run_worker(options: argparse.Namespace, listeners: List[Listener], heartbeat
     gevent.reinit()
     master = os.getppid()
     try:
-        smtpd = load_smtpd(options)
+        smtpd = load_smtpd(options, log_warnings=False)
     except ConfigError as exc:
         sys.stderr.write("qpsmtpd-server: worker %d: %s\n" % (os.getpid(), exc))
         return EX_CONFIG

@@ -8,15 +8,16 @@ from typing import Any, List, Optional, Sequence, Union
 
 from .config import Config
 from .constants import LOG_LEVELS, LOGWARN
-from .errors import ConfigError
+from .errors import ConfigError, ConfigErrors, ConfigWarning
 from .hooks import HookRegistry, PluginFailure
-from .plugin import BUNDLED_PLUGIN_DIR, Plugin, load_plugin, parse_plugin_line
+from .plugin import BUNDLED_PLUGIN_DIR, Plugin, load_plugin, parse_plugin_line, plugin_set_warnings
 from .version import VERSION
 
 _in_logging: ContextVar = ContextVar("qpgevent_in_logging", default=False)
 
 
-def _positive_int(config: Config, name: str, default: int) -> int:
+def _positive_int(config: Config, name: str, default: int, errors: List[ConfigError]) -> int:
+    """The setting ``name`` as a whole number; a bad one is added to ``errors`` and ``default`` returned."""
     value = config.get(name)
     if value is None:
         return default
@@ -26,11 +27,13 @@ def _positive_int(config: Config, name: str, default: int) -> int:
             raise ValueError
     except ValueError:
         entry = config.entries(name)[0]
-        raise ConfigError("%s must be a whole number of 0 or more, not %r" % (name, value), entry.path, entry.line) from None
+        errors.append(ConfigError("%s must be a whole number of 0 or more, not %r" % (name, value), entry.path, entry.line))
+        return default
     return number
 
 
-def _seconds(config: Config, name: str, default: float) -> float:
+def _seconds(config: Config, name: str, default: float, errors: List[ConfigError]) -> float:
+    """The setting ``name`` as seconds; a bad one is added to ``errors`` and ``default`` returned."""
     value = config.get(name)
     if value is None:
         return default
@@ -40,43 +43,54 @@ def _seconds(config: Config, name: str, default: float) -> float:
             raise ValueError
     except ValueError:
         entry = config.entries(name)[0]
-        raise ConfigError("%s must be a number of seconds (0 for none), not %r" % (name, value), entry.path,
-                          entry.line) from None
+        errors.append(ConfigError("%s must be a number of seconds (0 for none), not %r" % (name, value), entry.path,
+                                  entry.line))
+        return default
     return number
 
 
 class Smtpd:
     """Everything a session needs that is the same for all sessions.
 
-    Created once at start-up (and again on reload); a ConfigError from the
-    constructor means the configuration is broken and the server must not start.
+    Created once at start-up (and again on reload); a ConfigErrors from the
+    constructor lists everything broken in the configuration (every bad
+    setting and plugin line, in one pass), and the server must not start.
+    ``warnings`` lists what loads but looks wrong (no queue plugin, ...).
     """
 
     def __init__(self, config_dir: Union[str, Path, None] = None, plugins: Optional[Sequence[str]] = None,
                  load: bool = True) -> None:
         self.config = Config(config_dir)
         self.version = VERSION
-        self.plugin_timeout = _seconds(self.config, "plugin_timeout", 30.0)
+        self.warnings: List[ConfigWarning] = []
+        errors: List[ConfigError] = []
+        self.plugin_timeout = _seconds(self.config, "plugin_timeout", 30.0, errors)
         self.registry = HookRegistry(self.plugin_timeout)
         self.plugins: List[Plugin] = []
         self.spool_dir = self.config.get("spool_dir") or os.path.join(tempfile.gettempdir(), "qpgevent-spool-%d" % os.getuid())
-        check_spool_dir(self.spool_dir, self.config)
+        try:
+            check_spool_dir(self.spool_dir, self.config)
+        except ConfigError as exc:
+            errors.append(exc)
         # Messages up to this size stay in memory; larger ones are spooled to disk.
-        self.size_threshold = _positive_int(self.config, "size_threshold", 262144)
-        self.max_rcpt = _positive_int(self.config, "max_rcpt", 100)
-        self.max_line_length = _positive_int(self.config, "max_line_length", 1000)
+        self.size_threshold = _positive_int(self.config, "size_threshold", 262144, errors)
+        self.max_rcpt = _positive_int(self.config, "max_rcpt", 100, errors)
+        self.max_line_length = _positive_int(self.config, "max_line_length", 1000, errors)
         self.bare_newline = self.config.get("bare_newline", "reject")
         if self.bare_newline not in ("reject", "normalize"):
             entry = self.config.entries("bare_newline")[0]
-            raise ConfigError("bare_newline must be 'reject' or 'normalize', not %r" % self.bare_newline, entry.path, entry.line)
-        self.loglevel = _positive_int(self.config, "loglevel", LOGWARN)
+            errors.append(ConfigError("bare_newline must be 'reject' or 'normalize', not %r" % self.bare_newline,
+                                      entry.path, entry.line))
+        self.loglevel = _positive_int(self.config, "loglevel", LOGWARN, errors)
         # MAIL/RCPT parameters the core accepts (lower case); a plugin may add its own.
         self.mail_parameters = {"size", "body", "smtputf8", "auth", "ret", "envid"}
         self.rcpt_parameters = {"notify", "orcpt"}
         self.capabilities: List[str] = []
         self.log_threshold = self.loglevel
         if load:
-            self.load_plugins(plugins)
+            errors += self.load_plugins(plugins)
+        if errors:
+            raise ConfigErrors(errors, self.warnings)
 
     # -- plugins ------------------------------------------------------------------
     def plugin_dirs(self) -> List[Path]:
@@ -85,22 +99,38 @@ class Smtpd:
         dirs = [Path(d) if os.path.isabs(d) else base / d for d in self.config.lines("plugin_dirs")]
         return [*dirs, BUNDLED_PLUGIN_DIR]
 
-    def load_plugins(self, names: Optional[Sequence[str]] = None) -> None:
-        """Load ``logging`` then ``plugins`` (or the given plugin lines) in order."""
+    def load_plugins(self, names: Optional[Sequence[str]] = None) -> List[ConfigError]:
+        """Load ``logging`` then ``plugins`` (or the given plugin lines) in order; return the lines' errors.
+
+        A line that does not load is skipped and the next one tried, so that
+        one run finds every error; ``warnings`` is set from what did load.
+        """
         dirs = self.plugin_dirs()
-        if names is None:
-            entries = [(e.value, e.path, e.line) for e in self.config.entries("logging") + self.config.entries("plugins")]
-            if not self.config.path("plugins"):
-                raise ConfigError("no plugins file; create %s/plugins listing at least a rcpt and a queue plugin"
-                                  % self.config.directory)
-        else:
+        if names is not None:
             entries = [(line, "<plugins>", n) for n, line in enumerate(names, 1)]
+            plugins_file = "<plugins>"
+        elif self.config.path("plugins"):
+            entries = [(e.value, e.path, e.line) for e in self.config.entries("logging") + self.config.entries("plugins")]
+            plugins_file = str(self.config.path("plugins"))
+        else:
+            return [ConfigError("no plugins file; create %s/plugins listing at least a rcpt and a queue plugin"
+                                % self.config.directory)]
+        errors: List[ConfigError] = []
+        loaded = []
         for text, path, line in entries:
-            name, args = parse_plugin_line(text, path, line)
-            self.plugins.append(load_plugin(self, name, args, dirs, (path, line)))
+            try:
+                name, args = parse_plugin_line(text, path, line)
+                plugin = load_plugin(self, name, args, dirs, (path, line))
+            except ConfigError as exc:
+                errors.append(exc)
+                continue
+            self.plugins.append(plugin)
+            loaded.append((plugin, path, line))
+        self.warnings = plugin_set_warnings(self.registry, loaded, plugins_file, dirs)
         loggers = [callback.plugin for callback in self.registry.callbacks.get("logging", ())]
         if loggers:
             self.log_threshold = max(getattr(p, "log_threshold", 7) for p in loggers)
+        return errors
 
     # -- the API plugins see at load time (``qp`` in register) -------------------
     def config_list(self, name: str) -> List[str]:
