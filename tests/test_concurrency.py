@@ -50,7 +50,7 @@ def run_clients(count, session):
 
 
 def test_hundred_sessions_sleeping_in_rcpt_run_concurrently(live_server, tmp_path):
-    """100 clients whose RCPT takes a blocking time.sleep(1) all deliver within 10 s, not 100 s."""
+    """100 clients whose RCPT takes a blocking time.sleep(1) all deliver in far less than the 100 s of one after another."""
     server = start_with_plugin(live_server, tmp_path, "sleepy_rcpt", SLEEPY_RCPT,
                                ["sleepy_rcpt", "rcpt_ok", "queue/maildir %s" % (tmp_path / "Maildir")])
 
@@ -67,12 +67,13 @@ def test_hundred_sessions_sleeping_in_rcpt_run_concurrently(live_server, tmp_pat
     results, elapsed = run_clients(100, session)
     assert [(rcpt, data) for rcpt, _, data in results] == [(250, 250)] * 100
     assert min(waited for _, waited, _ in results) >= 0.9  # every RCPT really slept
-    assert elapsed < 10, "100 one-second RCPTs took %.1f s: sessions are not concurrent" % elapsed
+    # One after another they would take 100 s; the margin is for a loaded 2-core machine.
+    assert elapsed < 40, "100 one-second RCPTs took %.1f s: sessions are not concurrent" % elapsed
     assert len(list((tmp_path / "Maildir" / "new").iterdir())) == 100
 
 
 def test_forty_sessions_running_a_subprocess_at_quit_run_concurrently(live_server, tmp_path):
-    """40 clients whose QUIT runs a one-second program (subprocess.run) all get 221 within 10 s, not 40 s."""
+    """40 clients whose QUIT runs a one-second program (subprocess.run) all get 221 in far less than 40 s."""
     server = start_with_plugin(live_server, tmp_path, "slow_quit", SLOW_QUIT, ["slow_quit", "rcpt_ok"])
 
     def session(i):
@@ -88,4 +89,5 @@ def test_forty_sessions_running_a_subprocess_at_quit_run_concurrently(live_serve
     results, elapsed = run_clients(40, session)
     assert [code for code, _ in results] == [221] * 40
     assert min(waited for _, waited in results) >= 0.9  # every QUIT really ran the program
-    assert elapsed < 10, "40 one-second QUITs took %.1f s: sessions are not concurrent" % elapsed
+    # One after another they would take 40 s.
+    assert elapsed < 20, "40 one-second QUITs took %.1f s: sessions are not concurrent" % elapsed
