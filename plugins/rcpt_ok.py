@@ -3,9 +3,10 @@
 Arguments: none.
 
 Config files:
-  ``me``         our host name; a recipient without a domain (``<postmaster>``,
-                 RFC 5321 4.1.1.3, or an ``abuse`` a ``rcpt_parse`` plugin let
-                 through) is taken as addressed to it, as in qpsmtpd
+  ``me``         our host name; ``<postmaster>`` without a domain (RFC 5321 4.1.1.3)
+                 is addressed to it, as in qpsmtpd.  Any other local part without a
+                 domain (``<abuse>``) is refused by the core's address parser with
+                 ``501``, as qpsmtpd's parser does
   ``rcpthosts``  domains we accept mail for, one a line; ``.example.com`` also matches
                  every subdomain of example.com.  Internationalised names match
                  in either form: ``bücher.example`` is ``xn--bcher-kva.example``
@@ -20,9 +21,6 @@ plugin after every other rcpt plugin: it is the one that says yes.
 from qpgevent import DENY, LOGINFO, OK
 from qpgevent.address import domain_key
 
-_BARE_LOCAL = ("postmaster", "abuse")
-
-
 def register(self, qp, *args):
     qp.config_map("morercpthosts")  # a damaged cdb stops the start-up, naming the file
 
@@ -30,7 +28,7 @@ def register(self, qp, *args):
 def hook_rcpt(self, transaction, recipient, **params):
     host = domain_key(recipient.host or "")
     if not host:
-        if (recipient.user or "").lower() in _BARE_LOCAL:
+        if (recipient.user or "").lower() == "postmaster":
             self.log(LOGINFO, "pass, %s without domain is ours" % recipient.user)
             return OK
         return DENY, "Relaying denied (#5.7.1)"
