@@ -70,7 +70,7 @@ _AEAD_ONLY = "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:!aNULL:!DSS"
 _PROTOCOLS = {"sslv2": set(), "sslv3": set(), "tlsv1": set(), "tlsv11": set(),
               "tlsv12": {ssl.TLSVersion.TLSv1_2}, "tlsv13": {ssl.TLSVersion.TLSv1_3},
               "sslv23": {ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3}}
-_PROTOCOLS["all"] = _PROTOCOLS["sslv23"]
+_PROTOCOLS["sslv2/3"] = _PROTOCOLS["sslv23"]  # an older spelling of SSLv23
 
 SPEC = """
 min_version = option('TLSv1_2', 'TLSv1_3', default='TLSv1_2')
