@@ -8,7 +8,7 @@ in that time is an early talker.
 Arguments (qpsmtpd's, as pairs)::
 
     earlytalker [wait SECONDS] [reject 1|0|naughty] [reject_type perm|temp|disconnect|temp_disconnect]
-                [check-at CONNECT|DATA] [defer-reject 0|1] [loglevel N]
+                [check-at CONNECT|DATA] [defer-reject 0|1] [action deny|denysoft|log] [loglevel N]
 
 ``wait SECONDS``
     How long to hold the greeting back (default 1; fractions allowed).  Keep
@@ -29,6 +29,10 @@ Arguments (qpsmtpd's, as pairs)::
 ``defer-reject 1``
     Greet an early talker anyway but refuse its every MAIL command, so the
     refusal lands where the client logs it.
+``action deny|denysoft|log``
+    qpsmtpd's older spelling, still accepted: ``deny`` is ``reject 1``,
+    ``denysoft`` is ``reject 1`` with ``reject_type temp``, ``log`` is
+    ``reject 0``.  ``reject`` and ``reject_type``, when given, win.
 
 Every early talker loses a point of the connection note ``karma``.  Relay
 clients are never checked (list ``relay`` first).  A session without a
@@ -48,17 +52,20 @@ from qpgevent import DECLINED, LOGINFO
 _CHECK_POINTS = ("CONNECT", "DATA")
 _MESSAGE = "Connecting host started transmitting before SMTP greeting"
 _DATA_MESSAGE = "Client started transmitting before the DATA go-ahead"
+_ACTIONS = {"deny": ("1", None), "denysoft": ("1", "temp"), "log": ("0", None)}
 
 
 def register(self, qp, *args):
     if len(args) % 2:
         raise ValueError("arguments come in pairs, e.g. 'wait 1 reject 0'")
     pairs = list(zip(args[::2], args[1::2]))
-    known = {"wait", "reject", "reject_type", "check-at", "defer-reject", "loglevel"}
+    known = {"wait", "reject", "reject_type", "check-at", "defer-reject", "action", "loglevel"}
     unknown = [key for key, _ in pairs if key not in known]
     if unknown:
         raise ValueError("unknown argument %r; known ones are %s" % (unknown[0], ", ".join(sorted(known))))
     options = dict(pairs)
+    if "action" in options:
+        legacy_action(self, options["action"])
     try:
         self.wait = float(options.get("wait", "1"))
         if self.wait < 0:
@@ -79,6 +86,18 @@ def register(self, qp, *args):
     self.defer_reject = options.get("defer-reject", "0") not in ("0", "")
     if self.defer_reject:
         self.register_hook("mail", "refuse_deferred")
+
+
+def legacy_action(self, action):
+    """qpsmtpd's old ``action`` argument, as ``reject`` and ``reject_type`` (which win when given too)."""
+    if action not in _ACTIONS:
+        raise ValueError("action takes deny, denysoft or log, not %r (or use 'reject 1|0' and 'reject_type')"
+                         % action)
+    reject, reject_type = _ACTIONS[action]
+    if self.reject is None:
+        self.reject = reject
+    if self.reject_type is None and reject_type:
+        self.reject_type = reject_type
 
 
 def hook_connect(self, transaction):

@@ -3,10 +3,16 @@
 Arguments: none.
 
 Config files:
-  ``me``         our host name; ``<postmaster>`` without a domain (RFC 5321 4.1.1.3) is always ours
+  ``me``         our host name; ``<postmaster>`` without a domain (RFC 5321 4.1.1.3)
+                 is addressed to it, as in qpsmtpd.  Any other local part without a
+                 domain (``<abuse>``) is refused by the core's address parser with
+                 ``501``, as qpsmtpd's parser does
   ``rcpthosts``  domains we accept mail for, one a line; ``.example.com`` also matches
                  every subdomain of example.com.  Internationalised names match
                  in either form: ``bücher.example`` is ``xn--bcher-kva.example``
+  ``morercpthosts.cdb``  qmail's long list (made by qmail-newmrh), looked up
+                 by the domain, then, as qmail does, by ``.parent.domain`` keys;
+                 without a cdb a plain ``morercpthosts`` file is read the same way
 
 Relay clients (``connection.relay_client``, set by ``relay`` or AUTH) may send
 anywhere.  Everything else gets ``550 5.7.1 Relaying denied``.  List this
@@ -15,16 +21,22 @@ plugin after every other rcpt plugin: it is the one that says yes.
 from qpgevent import DENY, LOGINFO, OK
 from qpgevent.address import domain_key
 
+def register(self, qp, *args):
+    qp.config_map("morercpthosts")  # a damaged cdb stops the start-up, naming the file
+
 
 def hook_rcpt(self, transaction, recipient, **params):
     host = domain_key(recipient.host or "")
     if not host:
         if (recipient.user or "").lower() == "postmaster":
-            self.log(LOGINFO, "pass, %s without domain" % recipient.user)
+            self.log(LOGINFO, "pass, %s without domain is ours" % recipient.user)
             return OK
         return DENY, "Relaying denied (#5.7.1)"
     if is_in_rcpthosts(self.qp, host):
         self.log(LOGINFO, "pass, %s is in rcpthosts" % recipient.host)
+        return OK
+    if is_in_morercpthosts(self.qp, host):
+        self.log(LOGINFO, "pass, %s is in morercpthosts" % recipient.host)
         return OK
     if self.qp.connection.relay_client:
         self.log(LOGINFO, "pass, relay client")
@@ -45,3 +57,12 @@ def is_in_rcpthosts(qp, host):
         elif host == domain_key(entry):
             return True
     return False
+
+
+def is_in_morercpthosts(qp, host):
+    """``host`` or one of its ``.parent`` domains is a key of morercpthosts (qmail's rcpthosts.c lookups)."""
+    entries = qp.config_map("morercpthosts")
+    if not entries:
+        return False
+    labels = host.split(".")
+    return host in entries or any("." + ".".join(labels[i:]) in entries for i in range(1, len(labels)))

@@ -3,8 +3,9 @@ import os
 import sysconfig
 import time
 from pathlib import Path
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
+from .cdb import CdbFile
 from .errors import ConfigError
 
 
@@ -78,6 +79,8 @@ class Config:
         # path -> ([(path, stamp) of the file and of everything it includes], values)
         self._cache: Dict[Path, Tuple[List[tuple], List[Entry]]] = {}
         self._resolved: Dict[str, Tuple[float, Optional[Path], List[Entry]]] = {}
+        self._maps: Dict[str, Tuple[float, Mapping[str, str]]] = {}
+        self._cdbs: Dict[Path, Tuple[tuple, CdbFile]] = {}
 
     @property
     def directory(self) -> Path:
@@ -122,9 +125,49 @@ class Config:
 
     __call__ = get  # ``qp.config("me")`` at load time, as in qpsmtpd
 
+    def mapping(self, name: str) -> Mapping[str, str]:
+        """qpsmtpd's ``config(name, 'map')``: ``<name>.cdb`` if a directory has it, else the file ``name``.
+
+        qpsmtpd reads only the cdb; a plain file (one ``key [value]`` a line,
+        as qmail's ``morercpthosts`` before qmail-newmrh) is read when there
+        is no cdb, so an admin without cdb tools can list entries too.  Like
+        ``lines``, a name is looked up on disk at most once a second.
+        """
+        now = time.monotonic()
+        known = self._maps.get(name)
+        if known is not None and now - known[0] < RECHECK_SECONDS:
+            return known[1]
+        path = self.path(name + ".cdb")
+        if path is None:
+            result: Mapping[str, str] = {}
+            for line in self.lines(name):
+                key, *value = line.split(None, 1)
+                result.setdefault(key, value[0] if value else "")
+        else:
+            result = self._cdb(path)
+        self._maps[name] = (now, result)
+        return result
+
+    def _cdb(self, path: Path) -> CdbFile:
+        """The cdb at ``path``, opened again once it has been replaced or changed."""
+        try:
+            stamp = _stamp(path)
+        except OSError as exc:
+            raise ConfigError("cannot read: %s" % exc.strerror, str(path)) from None
+        cached = self._cdbs.get(path)
+        if cached is None or cached[0] != stamp:
+            try:
+                cached = (stamp, CdbFile(path))
+            except OSError as exc:
+                raise ConfigError("cannot read: %s" % exc.strerror, str(path)) from None
+            self._cdbs[path] = cached
+        return cached[1]
+
     def reload(self) -> None:
         self._cache.clear()
         self._resolved.clear()
+        self._maps.clear()
+        self._cdbs.clear()
 
     def _read(self, path: Path, seen: Sequence[Path]) -> List[Entry]:
         if path in seen:

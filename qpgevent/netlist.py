@@ -1,15 +1,21 @@
 """Address lists in config files: IPs, CIDR networks and qmail-style prefixes."""
 import ipaddress
 from functools import lru_cache
-from typing import Iterable, Optional, Tuple, Union
+import re
+from typing import Iterable, List, Optional, Tuple, Union
 
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+_NIBBLES = re.compile(r"^[0-9a-fA-F]{1,4}(:[0-9a-fA-F]{1,4}){1,7}$")
 
 
 @lru_cache(maxsize=4096)
 def entry_network(entry: str) -> Optional[Network]:
     """The network an entry stands for; a prefix ``10.1.`` or ``fdda:b13d:`` is a /16 or a /32.
 
+    An IPv6 prefix without the trailing colon ends on any hex digit, as in
+    qpsmtpd's ``relayclients`` (``2001:0DB8`` is a /32, ``2001:0db`` a /28):
+    the last group is read digit by digit, the others as whole groups.  It
+    needs at least one colon: a lone ``2`` would be all of 2000::/4.
     Prefixes become networks rather than string prefixes so that an IPv6
     client matches however its address happens to be written (``::``
     compression, upper case).  An entry that is none of the forms is None.
@@ -23,7 +29,42 @@ def entry_network(entry: str) -> Optional[Network]:
             return ipaddress.ip_network("%s::/%d" % (":".join(groups), 16 * len(groups)))
         return ipaddress.ip_network(entry, strict=False)
     except ValueError:
+        return _nibble_prefix(entry)
+
+
+def _nibble_prefix(entry: str) -> Optional[Network]:
+    """``2001:0db8:1`` -> 2001:db8:1000::/36; None if ``entry`` is not such a prefix."""
+    if not _NIBBLES.match(entry):
         return None
+    *groups, last = entry.split(":")
+    bits = 16 * len(groups) + 4 * len(last)
+    address = ":".join(groups + [last.ljust(4, "0")] + ["0"] * (7 - len(groups)))
+    return ipaddress.ip_network("%s/%d" % (address, bits))
+
+
+def ip_keys(ip: str) -> List[str]:
+    """The keys qpsmtpd looks an address up by in a map (``morerelayclients.cdb``), most specific first.
+
+    IPv4 ``192.0.2.7``: itself, ``192.0.2.``, ``192.0.`` and ``192.``.  IPv6:
+    the address as written, fully expanded in lower case, then that with
+    one hex digit less at a time (``2001:0db8:0000:...``, ..., ``2001:0db8``,
+    ``2001:0db``, ..., ``2``).  A string that is no address has no keys.
+    """
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return []
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    if address.version == 4:
+        octets = str(address).split(".")
+        return [str(address)] + [".".join(octets[:n]) + "." for n in (3, 2, 1)]
+    exploded = address.exploded
+    keys = [ip, str(address), exploded]
+    for end in range(len(exploded) - 1, 0, -1):
+        if exploded[end - 1] != ":":
+            keys.append(exploded[:end])
+    return list(dict.fromkeys(keys))
 
 
 def ip_in(ip: str, entries: Iterable[str]) -> bool:

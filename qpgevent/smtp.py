@@ -9,7 +9,7 @@ import re
 import time
 import traceback
 from email.utils import formatdate
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from . import metrics
 from . import replies as R
@@ -281,6 +281,10 @@ class Session(AuthCommands, ChunkingCommands):
             if result.rc == OK:
                 return [str(v) for v in result.messages]
         return self.smtpd.config.lines(name)
+
+    def config_map(self, name: str) -> Mapping[str, str]:
+        """qpsmtpd's ``config(name, 'map')``: ``<name>.cdb``, else the ``key [value]`` lines of ``name``."""
+        return self.smtpd.config.mapping(name)
 
     def log(self, level: int, message: str, hook: Optional[str] = None, plugin: Optional[str] = None) -> None:
         self.smtpd.log(level, message, hook, plugin, session=self)

@@ -4,7 +4,7 @@ import sys
 import tempfile
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, List, Optional, Sequence, Union
+from typing import Any, List, Mapping, Optional, Sequence, Union
 
 from .config import Config
 from .constants import LOG_LEVELS, LOGWARN
@@ -135,6 +135,9 @@ class Smtpd:
     # -- the API plugins see at load time (``qp`` in register) -------------------
     def config_list(self, name: str) -> List[str]:
         return self.config.lines(name)
+
+    def config_map(self, name: str) -> Mapping[str, str]:
+        return self.config.mapping(name)
 
     @property
     def me(self) -> str:

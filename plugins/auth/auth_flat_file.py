@@ -16,13 +16,14 @@ readable by the server alone.  The file is read again when it changes,
 without a restart.
 
 Mechanisms: PLAIN, LOGIN and CRAM-MD5.  A known user with the right
-password is accepted (``235``, and the client may relay); an unknown user
-or a wrong password is refused with ``DENY``, which stops any later auth
-plugin from being asked, and the core answers ``535`` after its failure
-pause.  The client is not told which of the two it was, so it cannot learn
-which accounts exist; the log says.
+password is accepted (``235``, and the client may relay).  As in qpsmtpd,
+a user not in the file is ``DECLINED``, so a later auth plugin is asked
+about it, and a known user's wrong password is ``DENY``, which asks no one
+else.  When no plugin says yes the core answers ``535`` after its failure
+pause.  The client is not told which it was, so it cannot learn which
+accounts exist; the log says.
 """
-from qpgevent import DENY, LOGERROR, LOGINFO, OK
+from qpgevent import DECLINED, DENY, LOGERROR, LOGINFO, OK
 from qpgevent.sasl import check_password, printable
 
 _EXAMPLE = "write 'user@example.com:password' (the password may not be empty)"
@@ -60,8 +61,8 @@ def stored_password(self, user):
 def authenticate(self, transaction, mechanism, user, password, digest, ticket):
     stored = stored_password(self, user)
     if stored is None:
-        self.log(LOGINFO, "fail, no such user %s" % printable(user))
-        return DENY
+        self.log(LOGINFO, "skip, no such user %s" % printable(user))
+        return DECLINED
     if not check_password(stored, password, digest, ticket):
         self.log(LOGINFO, "fail, wrong password for %s (%s)" % (printable(user), mechanism))
         return DENY

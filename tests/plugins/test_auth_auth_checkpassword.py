@@ -178,7 +178,7 @@ def test_unstartable_program_gets_454(session_factory, checker):
 
 
 @pytest.mark.parametrize("args, problem", [
-    ("", "missing 'checkpw"),
+    ("", "no checkpassword program.*smtpauth-checkpassword"),
     ("checkpw /nonexistent/checkpassword", "no such program"),
     ("checkpw %s true /nonexistent/true" % TRUE, "no such program"),
     ("checkpw %s sudo_path /usr/bin/sudo" % TRUE, "unknown argument 'sudo_path'"),

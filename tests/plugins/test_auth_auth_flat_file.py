@@ -61,13 +61,14 @@ def test_unknown_user_and_wrong_password_look_the_same(session):
     assert unknown.code == wrong.code == 535
     assert unknown.text.replace("nobody@example.com", "USER") == wrong.text.replace("joe@example.com", "USER")
     messages = [m for _, _, plugin, m in logged if plugin == "auth/auth_flat_file"]
-    assert "fail, no such user nobody@example.com" in messages
+    assert "skip, no such user nobody@example.com" in messages
     assert "fail, wrong password for joe@example.com (plain)" in messages
     assert not any("s3cret" in m for m in messages)
 
 
-def test_deny_stops_the_chain(smtpd_factory, tmp_path):
-    """A wrong password is DENY: a later auth plugin that would accept anyone is not asked."""
+def test_wrong_password_stops_the_chain_unknown_user_does_not(smtpd_factory, tmp_path):
+    """As in qpsmtpd: a known user's wrong password is DENY (a later auth plugin that would accept anyone is
+    not asked), a user not in the file is DECLINED (the later plugin is asked)."""
     plugin_dir = tmp_path / "local_plugins"
     plugin_dir.mkdir()
     (plugin_dir / "accept_all.py").write_text(
@@ -77,7 +78,7 @@ def test_deny_stops_the_chain(smtpd_factory, tmp_path):
     ts = TestSession(smtpd)
     ts.command("EHLO client.test")
     assert ts.command(plain("joe@example.com", "wrong"))[0].code == 535
-    assert ts.command(plain("nobody@example.com", "x"))[0].code == 535
+    assert ts.command(plain("nobody@example.com", "x"))[0].code == 235
 
 
 def test_login_exchange(session):

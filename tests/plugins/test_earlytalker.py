@@ -164,7 +164,7 @@ def test_relay_clients_are_not_checked(smtpd_factory, socket_pair):
 
 
 @pytest.mark.parametrize("arguments", [
-    "wait", "wait soon", "wait -1", "wait 30", "check-at HELO", "reject maybe", "reject_type later", "action deny",
+    "wait", "wait soon", "wait -1", "wait 30", "check-at HELO", "reject maybe", "reject_type later", "action maybe",
 ])
 def test_bad_arguments_stop_the_start_up(smtpd_factory, arguments):
     """Odd, unknown or malformed arguments are a start-up error."""
