@@ -8,12 +8,12 @@ call.  Hooks run inline: a plugin that blocks only blocks its own greenlet.
 import re
 import time
 import traceback
-from email.utils import formatdate
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from . import metrics
 from . import replies as R
 from . import sasl
+from . import trace
 from .address import Address, AddressError
 from .command import ParseError, check_dsn_mail, check_dsn_rcpt, parse_path_command, parse_words
 from .connection import Connection
@@ -725,13 +725,7 @@ class Session(AuthCommands, ChunkingCommands):
         if transaction.notes.get("plugin_failed"):
             raise PluginFailure("data_headers_end", "?", "failed earlier")
         self.run_hooks("data_post_headers", failures="log")
-        authserv_id = self.config("me-auth-results") or self.me
-        if authserv_id != "none":
-            clean_authentication_results(transaction.header)
-        transaction.header.add("Received", self.received_line(), 0)
-        results = self.authentication_results(authserv_id) if authserv_id != "none" else None
-        if results:
-            transaction.header.add("Authentication-Results", results, 0)
+        trace.stamp(self)
         result = self.run_hooks("data_post")
         rc = result.rc
         if rc == DONE:
@@ -743,45 +737,6 @@ class Session(AuthCommands, ChunkingCommands):
             self._end_transaction()
             return
         self._queue()
-
-    def received_line(self) -> str:
-        """The Received value: a ``received_line`` plugin's lines, or the default."""
-        connection = self.connection
-        # RFC 3848 and RFC 6531 7.1: ESMTP / UTF8SMTP, then S for TLS, A for AUTH.
-        if "smtputf8" in self.transaction.notes.get("mail_parameters", {}):
-            proto = "UTF8SMTP"
-        else:
-            proto = "ESMTP" if connection.hello == "ehlo" else "SMTP"
-        if proto != "SMTP":
-            proto += ("S" if connection.notes.get("tls_enabled") else "") + ("A" if self.auth_user else "")
-        tls = connection.notes.get("tls_cipher")
-        if tls:
-            tls = "%s %s" % (connection.notes.get("tls_version"), tls)
-        result = self.run_hooks("received_line", proto, self.auth_user, tls, failures="log")
-        if result.rc == OK and result.messages:
-            return "\n".join(str(m) for m in result.messages)
-        return "from %s (HELO %s) (%s)\n by %s (qpgevent/%s) with %s%s; %s" % (
-            connection.remote_info, connection.hello_host, connection.remote_ip, self.me, self.smtpd.version,
-            proto, " (%s encrypted)" % tls if tls else "", rfc5322_date())
-
-    def authentication_results(self, authserv_id: str) -> Optional[str]:
-        """The Authentication-Results value (RFC 8601), or None when there is nothing to report.
-
-        It holds the AUTH result (after an AUTH attempt) and what plugins stored
-        with ``store_auth_results`` (SPF, DKIM, DMARC, iprev).
-        """
-        method = None
-        if self.auth_user:
-            user = self.auth_user
-            if not re.fullmatch(r"[!#-'*+\-/-9=?A-Z^-~.@]+", user):  # RFC 8601 value: a token or a quoted string
-                user = '"%s"' % re.sub(r'(["\\])', r"\\\1", user)
-            method = "auth=pass (%s) smtp.auth=%s" % (self.auth_mechanism, user)
-        elif self.auth_failures:
-            method = "auth=fail"
-        stored = self.connection.notes.get("authentication_results")
-        if not (method or stored):
-            return None
-        return "; ".join(filter(None, [authserv_id, method, stored]))
 
     def _queue(self) -> None:
         result = self.run_hooks("queue_pre")
@@ -856,28 +811,6 @@ class Session(AuthCommands, ChunkingCommands):
         if result.rc != DONE:
             self.reply(R.QUIT, result.messages)
         raise Disconnect
-
-
-_date_cache = [0, ""]
-
-
-def rfc5322_date() -> str:
-    """The current local time in RFC 5322 form, made at most once a second."""
-    now = int(time.time())
-    if _date_cache[0] != now:
-        _date_cache[:] = [now, formatdate(now, localtime=True)]
-    return _date_cache[1]
-
-
-def clean_authentication_results(header: Any) -> None:
-    """Rename the client's Authentication-Results to Original-... so nobody trusts them as ours.
-
-    Left alone when a DKIM signature covers them: renaming would break it.
-    """
-    signed = " ".join(header.get_all("DKIM-Signature")).lower()
-    if re.search(r"\bh\s*=[^;]*\bauthentication-results\b", signed):
-        return
-    header.rename("Authentication-Results", "Original-Authentication-Results")
 
 
 Session.verbs = {name[len("smtp_"):]: getattr(Session, name) for name in dir(Session) if name.startswith("smtp_")}
