@@ -67,6 +67,7 @@ class Session(AuthCommands, ChunkingCommands):
         self._out: List[bytes] = []
         self._skip_line = False  # the rest of an overlong command line is being dropped
         self._ended = False
+        self._greenlets: Optional[set] = None  # started by plugins with self.spawn: they end with the session
 
     def __repr__(self) -> str:
         return "<Session %s>" % self.connection.id
@@ -334,6 +335,15 @@ class Session(AuthCommands, ChunkingCommands):
         self.run_hooks("post-connection", failures="log")
         if self._transaction is not None:
             self._transaction.close()
+        for greenlet in list(self._greenlets or ()):
+            greenlet.kill(block=False)
+
+    def keep_greenlet(self, greenlet: Any) -> None:
+        """Own a greenlet a plugin started (``Plugin.spawn``): one still running when the session ends is killed."""
+        if self._greenlets is None:
+            self._greenlets = set()
+        self._greenlets.add(greenlet)
+        greenlet.link(self._greenlets.discard)
 
     def start_tls(self, context: Any, timeout: float, reset: bool = True) -> None:
         """Turn the connection into TLS; plugins (``tls``) call this after their ``220``.
@@ -477,10 +487,10 @@ class Session(AuthCommands, ChunkingCommands):
         self.respond(250, *lines, status=None)
 
     def ehlo_keywords(self) -> List[str]:
-        """The extensions EHLO advertises, plugins' ``capabilities`` notes included."""
+        """The extensions EHLO advertises: the core's, plugins' declared ``CAPABILITIES`` (``DSN``), then ``capabilities`` notes."""
         databytes = self.databytes()
         keywords = ["PIPELINING", "8BITMIME", "ENHANCEDSTATUSCODES", "SIZE %d" % databytes if databytes else "SIZE",
-                    "SMTPUTF8", "CHUNKING", "BINARYMIME", "DSN"]
+                    "SMTPUTF8", "CHUNKING", "BINARYMIME"]
         keywords.extend(self.smtpd.capabilities)
         if self._transaction is not None:
             keywords.extend(self._transaction.notes.get("capabilities", ()))

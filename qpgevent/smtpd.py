@@ -13,6 +13,8 @@ from .hooks import HookRegistry, PluginFailure
 from .plugin import BUNDLED_PLUGIN_DIR, Plugin, load_plugin, parse_plugin_line
 from .version import VERSION
 
+DSN_MAIL_PARAMETERS = {"ret", "envid"}
+DSN_RCPT_PARAMETERS = {"notify", "orcpt"}
 _in_logging: ContextVar = ContextVar("qpgevent_in_logging", default=False)
 
 
@@ -71,8 +73,9 @@ class Smtpd:
             raise ConfigError("bare_newline must be 'reject' or 'normalize', not %r" % self.bare_newline, entry.path, entry.line)
         self.loglevel = _positive_int(self.config, "loglevel", LOGWARN)
         # MAIL/RCPT parameters the core accepts (lower case); a plugin may add its own.
-        self.mail_parameters = {"size", "body", "smtputf8", "auth", "ret", "envid"}
-        self.rcpt_parameters = {"notify", "orcpt"}
+        # The DSN ones are added once a queue plugin declares DSN (see load_plugins).
+        self.mail_parameters = {"size", "body", "smtputf8", "auth"}
+        self.rcpt_parameters: set = set()
         self.capabilities: List[str] = []
         self.log_threshold = self.loglevel
         if load:
@@ -97,7 +100,12 @@ class Smtpd:
             entries = [(line, "<plugins>", n) for n, line in enumerate(names, 1)]
         for text, path, line in entries:
             name, args = parse_plugin_line(text, path, line)
-            self.plugins.append(load_plugin(self, name, args, dirs, (path, line)))
+            plugin = load_plugin(self, name, args, dirs, (path, line))
+            self.plugins.append(plugin)
+            self.capabilities.extend(k for k in plugin.capabilities if k not in self.capabilities)
+        if "DSN" in self.capabilities:  # RFC 3461: advertised only where the parameters are passed on
+            self.mail_parameters |= DSN_MAIL_PARAMETERS
+            self.rcpt_parameters |= DSN_RCPT_PARAMETERS
         loggers = [callback.plugin for callback in self.registry.callbacks.get("logging", ())]
         if loggers:
             self.log_threshold = max(getattr(p, "log_threshold", 7) for p in loggers)
@@ -133,7 +141,9 @@ class Smtpd:
                 return  # a logging plugin logging from inside its own hook
             token = _in_logging.set(True)
             try:
-                self.registry.run(session, "logging", (level, hook or "", plugin or "", message))
+                # Outside a session (start-up, a plugin's own greenlet) the logging plugins see the daemon.
+                self.registry.run(session if session is not None else self, "logging",
+                                  (level, hook or "", plugin or "", message))
                 return
             except PluginFailure as failure:
                 message = "%s (and the logging plugin failed: %s)" % (message, failure)
