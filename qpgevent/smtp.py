@@ -23,7 +23,7 @@ from .auth import MAX_AUTH_LINE, AuthCommands
 from .chunking import ChunkingCommands
 from .data import ChunkReceiver, DataReceiver
 from .errors import Disconnect
-from .hooks import HookResult, PluginFailure
+from .hooks import HookResult, PluginFailure, normalise
 from .replies import Reply, format_reply, match_class, split_lines, status_for
 from .transaction import Transaction
 
@@ -507,14 +507,24 @@ class Session(AuthCommands, ChunkingCommands):
             return 0
 
     def _parse(self, hook: str, verb: str, line: str, default: Callable) -> Any:
-        """Run a ``*_parse`` hook; a callable it returns replaces the default parser.  None = refused."""
+        """Run a ``*_parse`` hook; a callable it returns replaces the default parser.  None = refused.
+
+        A parser that raises (or returns something that is not ``(rc, ...)``)
+        is a plugin failure: logged with its traceback, ``451 4.3.0`` to the
+        client, never its text.
+        """
         result = self.run_hooks(hook, line)
         if result.messages and callable(result.messages[0]):
             try:
                 answer = result.messages[0](self, verb, line)
-            except Exception as exc:
-                answer = (DENY, str(exc))
-            rc, *values = answer
+                checked = normalise(answer) if isinstance(answer, (tuple, list)) else None
+                if checked is None:
+                    raise TypeError("a parser must return (rc, ...), not %r" % (answer,))
+                rc, values = checked
+            except Exception:
+                self.log(LOGERROR, "the parser plugin %s returned for %s failed:\n%s"
+                         % (result.plugin, hook, traceback.format_exc().rstrip()), hook=hook, plugin=result.plugin)
+                raise PluginFailure(hook, result.plugin or "?", "its parser raised") from None
             if rc != OK:
                 self.reply(R.SYNTAX_COMMAND, values[:1])
                 return None
