@@ -92,15 +92,18 @@ class Plugin:
         return self.name
 
     # -- services -------------------------------------------------------------
-    def log(self, level: int, *message: Any) -> None:
-        """Log through the logging plugins, adjusted by this plugin's ``loglevel`` argument."""
+    def log(self, level: int, *message: Any, hook: Optional[str] = None) -> None:
+        """Log through the logging plugins, adjusted by this plugin's ``loglevel`` argument.
+
+        The line is labelled with the running hook, or ``hook`` when given (``starttls``).
+        """
         adjust = self.loglevel_adjust
         if adjust is not None:
             relative, value = adjust
             level = max(0, min(7, level + value if relative else value))
         # Logging works everywhere, in a plain greenlet too: there the line has no session.
         logger = current_session.get() or self.smtpd
-        logger.log(level, " ".join(str(m) for m in message), hook=current_hook.get(), plugin=self.name)
+        logger.log(level, " ".join(str(m) for m in message), hook=hook or current_hook.get(), plugin=self.name)
 
     def register_hook(self, hook: str, method: Union[str, Callable], prepend: bool = False) -> None:
         """Run ``method`` (a function or the name of one in the plugin file) for ``hook``."""
