@@ -13,12 +13,13 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 from . import metrics
 from . import replies as R
 from . import sasl
+from . import summary
 from . import trace
 from .address import Address, AddressError
 from .command import ParseError, check_dsn_mail, check_dsn_rcpt, parse_path_command, parse_words
 from .connection import Connection
 from .constants import (DECLINED, DENY, DENY_DISCONNECT, DENYSOFT, DENYSOFT_DISCONNECT, DONE, LOGDEBUG,
-                        LOGERROR, LOGINFO, OK)
+                        LOGERROR, LOGINFO, LOGNOTICE, OK)
 from .auth import MAX_AUTH_LINE, AuthCommands
 from .chunking import ChunkingCommands
 from .data import ChunkReceiver, DataReceiver
@@ -68,6 +69,11 @@ class Session(AuthCommands, ChunkingCommands):
         self._skip_line = False  # the rest of an overlong command line is being dropped
         self._ended = False
         self._greenlets: Optional[set] = None  # started by plugins with self.spawn: they end with the session
+        # For the summary lines (summary.py): messages that reached their end, those we accepted,
+        # the last reply sent and how the session ended (quit, eof, timeout; None: we hung up).
+        self.messages = self.messages_accepted = 0
+        self._last_reply: Optional[bytes] = None
+        self.ended_by: Optional[str] = None
 
     def __repr__(self) -> str:
         return "<Session %s>" % self.connection.id
@@ -150,6 +156,7 @@ class Session(AuthCommands, ChunkingCommands):
 
     def eof(self) -> None:
         """The client closed its side."""
+        self.ended_by = self.ended_by or "eof"
         if self.receiver is not None or self._chunk_left or self._chunk is not None:
             self.receiver = self._chunk = None
             self._chunk_left = 0
@@ -160,6 +167,7 @@ class Session(AuthCommands, ChunkingCommands):
     def timeout(self) -> None:
         """The client said nothing for ``timeout`` seconds, or the session reached ``max_session_seconds``."""
         over = self._session_deadline is not None and time.monotonic() >= self._session_deadline
+        self.ended_by = "max_session_seconds" if over else "timeout"
         self.reply(R.SESSION_TOO_LONG if over else R.TIMEOUT)
         self.disconnect()
         self.flush()
@@ -249,6 +257,7 @@ class Session(AuthCommands, ChunkingCommands):
         if LOGINFO <= self.smtpd.log_threshold:
             self.log(LOGINFO, wire.decode("utf-8", "replace").rstrip("\r\n").replace("\r\n", "\n"))
         self._out.append(wire)
+        self._last_reply = wire
 
     def flush(self) -> None:
         """Write every queued reply in one write."""
@@ -330,6 +339,9 @@ class Session(AuthCommands, ChunkingCommands):
         self.closed = True
         self.receiver = None
         self.connection.notes["disconnected"] = True
+        if LOGNOTICE <= self.smtpd.log_threshold:  # before the hooks: a logging plugin may close its file there
+            ended = self.ended_by or "after " + summary.reply_line(self._last_reply)[:3]
+            self.log(LOGNOTICE, summary.session_line(self, ended))
         self.run_hooks("disconnect", failures="log")
         self._end_transaction()
         self.run_hooks("post-connection", failures="log")
@@ -731,6 +743,23 @@ class Session(AuthCommands, ChunkingCommands):
             raise Disconnect
 
     def _end_of_data(self, receiver: DataReceiver) -> None:
+        """The message is in (DATA or BDAT LAST): answer it, and log one line for it."""
+        transaction, before = self.transaction, self._last_reply
+        self.messages += 1
+        try:
+            self._take_message(receiver)
+        except PluginFailure:
+            self._message_done(transaction, receiver, b"451 4.3.0 (plugin failure)")
+            raise
+        self._message_done(transaction, receiver, self._last_reply if self._last_reply is not before else None)
+
+    def _message_done(self, transaction: Transaction, receiver: DataReceiver, reply: Optional[bytes]) -> None:
+        if reply is not None and reply[:1] == b"2":
+            self.messages_accepted += 1
+        if LOGNOTICE <= self.smtpd.log_threshold:
+            self.log(LOGNOTICE, summary.message_line(transaction, receiver.size, reply))
+
+    def _take_message(self, receiver: DataReceiver) -> None:
         metrics.data_received(receiver.size)
         transaction = self.transaction
         if receiver.too_big:
@@ -827,6 +856,7 @@ class Session(AuthCommands, ChunkingCommands):
         self.reply(R.HELP, result.messages)
 
     def smtp_quit(self, rest: str) -> None:
+        self.ended_by = "quit"
         result = self.run_hooks("quit", failures="log")
         if result.rc != DONE:
             self.reply(R.QUIT, result.messages)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, List, Optional, Sequence, Union
 
 from .config import Config
-from .constants import LOG_LEVELS, LOGWARN
+from .constants import LOG_LEVELS, LOGNOTICE
 from .errors import ConfigError
 from .hooks import HookRegistry, PluginFailure
 from .plugin import BUNDLED_PLUGIN_DIR, Plugin, load_plugin, parse_plugin_line
@@ -71,7 +71,7 @@ class Smtpd:
         if self.bare_newline not in ("reject", "normalize"):
             entry = self.config.entries("bare_newline")[0]
             raise ConfigError("bare_newline must be 'reject' or 'normalize', not %r" % self.bare_newline, entry.path, entry.line)
-        self.loglevel = _positive_int(self.config, "loglevel", LOGWARN)
+        self.loglevel = _positive_int(self.config, "loglevel", LOGNOTICE)
         # MAIL/RCPT parameters the core accepts (lower case); a plugin may add its own.
         # The DSN ones are added once a queue plugin declares DSN (see load_plugins).
         self.mail_parameters = {"size", "body", "smtputf8", "auth"}
