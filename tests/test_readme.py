@@ -1,5 +1,6 @@
 """The README's "Try it" commands, run against the bundled config: the answers it shows are the server's."""
 import re
+import shutil
 import smtplib
 from pathlib import Path
 
@@ -28,7 +29,8 @@ def as_pattern(expected):
 @pytest.fixture(scope="module")
 def bundled_server(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("readme")
-    with LiveServer(ROOT / "config", cwd=cwd) as server:
+    shutil.copytree(ROOT / "config", cwd / "config")  # a copy: the server's log goes beside its config dir
+    with LiveServer(cwd / "config", cwd=cwd) as server:
         yield server, cwd
 
 
