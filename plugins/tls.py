@@ -240,8 +240,11 @@ def handshake(self, starttls=False):
     try:
         qp.start_tls(self.context, self.handshake_timeout, reset=starttls)
     except OSError as exc:
-        self.log(LOGNOTICE, "fail, TLS handshake with %s: %s" % (qp.connection.remote_ip, exc))
+        # Labelled starttls, not with the hook the command arrives through (unrecognized_command).
+        self.log(LOGNOTICE, "fail, TLS handshake with %s: %s" % (qp.connection.remote_ip, exc),
+                 hook="starttls" if starttls else None)
         return False
     notes = qp.connection.notes
-    self.log(LOGINFO, "pass, %s %s" % (notes.get("tls_version"), notes.get("tls_cipher")))
+    self.log(LOGINFO, "pass, %s %s" % (notes.get("tls_version"), notes.get("tls_cipher")),
+             hook="starttls" if starttls else None)
     return True

@@ -3,7 +3,7 @@
 Mixed into ``Session``.  The exchanges themselves (PLAIN, LOGIN, CRAM-MD5)
 are in ``sasl.py``; plugins check the credentials.
 """
-from typing import Any, Callable, List
+from typing import Any, Callable, List, Optional
 
 import gevent
 
@@ -20,6 +20,8 @@ MAX_AUTH_LINE = 12288  # RFC 4954 4: SASL responses may be this long
 
 class AuthCommands:
     """The AUTH verb and what follows it."""
+
+    _failed_credentials: Optional[sasl.FailedCredentials] = None  # made at the first wrong password
 
     def auth_mechanisms(self) -> List[str]:
         """SASL mechanisms some plugin checks: all three with a generic ``auth`` hook."""
@@ -40,7 +42,9 @@ class AuthCommands:
             return
         # The initial response carries the credentials: they must not outlive the command.
         self.connection.notes["original_string"] = "AUTH " + rest.split(" ", 1)[0]
-        if self.connection.hello != "ehlo":
+        if not self.connection.hello:
+            self.reply(R.AUTH_NO_HELLO)
+        elif self.connection.hello != "ehlo":
             self.reply(R.AUTH_NEEDS_EHLO)
         elif self._tls_required():
             self.reply(R.AUTH_NEEDS_TLS)
@@ -114,21 +118,30 @@ class AuthCommands:
             metrics.auth_result("tempfail")
             self.reply(R.AUTH_TEMPFAIL, detail=detail)
         else:
-            self.log(LOGINFO, "authentication failed for %s (%s)" % (user, mechanism))
+            failed = self._failed_credentials
+            if failed is None:
+                failed = self._failed_credentials = sasl.FailedCredentials()
+            again = failed.retry(credentials)
+            self.log(LOGINFO, "authentication failed for %s (%s)%s" % (user, mechanism, " again" if again else ""))
             self._auth_failed(lambda: self.reply(R.AUTH_FAILED, mechanism=mechanism, user=user,
-                                                 ip=self.connection.remote_ip, detail=detail))
+                                                 ip=self.connection.remote_ip, detail=detail), again)
         if rc in (DENY_DISCONNECT, DENYSOFT_DISCONNECT):
             raise Disconnect
 
-    def _auth_failed(self, answer: Callable) -> None:
+    def _auth_failed(self, answer: Callable, again: bool = False) -> None:
         """Answer a failed attempt after a growing pause; too many end the session.
 
         The pause is ``auth_failure_delay`` seconds (default 1) times the
         number of failures so far, at most 10; after ``auth_max_failures``
         (default 3, 0 for no limit) the client gets 421 and is disconnected.
+        ``again``: the same credentials failed before with another mechanism,
+        so nothing new was guessed: answered at once and not counted.
         """
-        self.auth_failures += 1
         metrics.auth_result("failure")
+        if again:
+            answer()
+            return
+        self.auth_failures += 1
         try:
             delay = float(self.config("auth_failure_delay", "1"))
             limit = int(self.config("auth_max_failures", "3"))

@@ -1,4 +1,5 @@
 """Plugins: the object a plugin file's functions receive as ``self``, and the loader."""
+import contextvars
 import difflib
 import importlib.util
 import re
@@ -6,6 +7,8 @@ import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, List, Optional, Sequence, Union
+
+import gevent
 
 from .config import bundled_dir
 from .constants import DECLINED, DENY, DENY_DISCONNECT, DENYSOFT, DENYSOFT_DISCONNECT, LOGINFO, parse_log_level
@@ -38,6 +41,7 @@ class Plugin:
         self.loglevel_adjust: Optional[tuple] = None  # (relative?, number)
         self.reject: Optional[str] = None
         self.reject_type: Optional[str] = None
+        self.capabilities: List[str] = []  # EHLO keywords from the file's CAPABILITIES
 
     def __repr__(self) -> str:
         return "<plugin %s>" % self.name
@@ -45,8 +49,18 @@ class Plugin:
     # -- context --------------------------------------------------------------
     @property
     def qp(self) -> Any:
-        """The session being served by the calling greenlet (the daemon itself at load time)."""
-        return current_session.get() or self.smtpd
+        """The session the calling greenlet serves (the daemon in ``init``, ``register`` and ``post-fork``).
+
+        A greenlet the plugin started itself has no session: reading ``qp``
+        there is a RuntimeError, never silently the daemon.  ``self.spawn``
+        starts one that keeps the session.
+        """
+        session = current_session.get()
+        if session is None:
+            raise RuntimeError("plugin %s used self.qp (or self.transaction, self.connection) outside a session, "
+                               "in a greenlet it started itself; start it with self.spawn(function, ...) to keep "
+                               "the session, or pass the values it needs as arguments" % self.name)
+        return session
 
     @property
     def transaction(self) -> Any:
@@ -55,6 +69,20 @@ class Plugin:
     @property
     def connection(self) -> Any:
         return getattr(self.qp, "connection", None)
+
+    def spawn(self, function: Callable, *args: Any, **kwargs: Any) -> gevent.Greenlet:
+        """Run ``function(*args, **kwargs)`` in a new greenlet that sees the calling session as ``self.qp``.
+
+        The greenlet belongs to the session: one still running when the
+        session ends (after its ``post-connection`` hooks) is killed.
+        Started outside a session (``register``, ``post-fork``) it sees the
+        daemon and lives as long as the process.
+        """
+        greenlet = gevent.spawn(contextvars.copy_context().run, function, *args, **kwargs)
+        keep = getattr(current_session.get(), "keep_greenlet", None)
+        if keep is not None:
+            keep(greenlet)
+        return greenlet
 
     @property
     def hook_name(self) -> Optional[str]:
@@ -65,13 +93,18 @@ class Plugin:
         return self.name
 
     # -- services -------------------------------------------------------------
-    def log(self, level: int, *message: Any) -> None:
-        """Log through the logging plugins, adjusted by this plugin's ``loglevel`` argument."""
+    def log(self, level: int, *message: Any, hook: Optional[str] = None) -> None:
+        """Log through the logging plugins, adjusted by this plugin's ``loglevel`` argument.
+
+        The line is labelled with the running hook, or ``hook`` when given (``starttls``).
+        """
         adjust = self.loglevel_adjust
         if adjust is not None:
             relative, value = adjust
             level = max(0, min(7, level + value if relative else value))
-        self.qp.log(level, " ".join(str(m) for m in message), hook=current_hook.get(), plugin=self.name)
+        # Logging works everywhere, in a plain greenlet too: there the line has no session.
+        logger = current_session.get() or self.smtpd
+        logger.log(level, " ".join(str(m) for m in message), hook=hook or current_hook.get(), plugin=self.name)
 
     def register_hook(self, hook: str, method: Union[str, Callable], prepend: bool = False) -> None:
         """Run ``method`` (a function or the name of one in the plugin file) for ``hook``."""
@@ -216,6 +249,7 @@ def load_plugin(smtpd: Any, name: str, args: Sequence[str], dirs: Sequence[Path]
                           path_hint, line) from exc
     _check_hook_names(module, path)
     plugin = Plugin(name, module, args, smtpd, str(path))
+    loading = current_session.set(smtpd)  # self.qp is the daemon while the plugin starts
     try:
         _apply_generic_args(plugin)
         if hasattr(module, "init"):
@@ -226,11 +260,14 @@ def load_plugin(smtpd: Any, name: str, args: Sequence[str], dirs: Sequence[Path]
                 smtpd.registry.register(hook, plugin, function)
         if hasattr(module, "register"):
             module.register(plugin, smtpd, *args)
+        plugin.capabilities = declared_capabilities(plugin)
     except ConfigError as exc:
         raise ConfigError("plugin %s: %s" % (name, exc), path_hint, line) from exc
     except Exception as exc:
         raise ConfigError("plugin %s (arguments %r) refused to start: %s" % (name, " ".join(args), exc),
                           path_hint, line) from exc
+    finally:
+        current_session.reset(loading)
     return plugin
 
 
@@ -281,6 +318,23 @@ def plugin_set_warnings(registry: HookRegistry, loaded: Sequence[tuple], plugins
                 "they are logged and never applied (as with `reject 0`); write `reject 1` to refuse at once"
                 % (plugin.name, why), path, line))
     return warnings
+
+
+def declared_capabilities(plugin: Plugin) -> List[str]:
+    """The EHLO keywords a plugin file declares in ``CAPABILITIES``; ConfigError when they do not make sense.
+
+    ``DSN`` promises that the DSN parameters reach the next hop (RFC 3461 4):
+    only a plugin with a ``queue`` hook can keep that promise.
+    """
+    declared = getattr(plugin.module, "CAPABILITIES", ())
+    if isinstance(declared, str) or not all(isinstance(k, str) and _CONFIG_LINE.match(k) for k in declared):
+        raise ConfigError("%s: CAPABILITIES must be a list of EHLO keywords such as [\"DSN\"], not %r"
+                          % (plugin.path, declared))
+    keywords = [k.upper() for k in declared]
+    if "DSN" in keywords and plugin not in (cb.plugin for cb in plugin.smtpd.registry.callbacks.get("queue", ())):
+        raise ConfigError("%s declares DSN but has no queue hook: only a queue plugin can pass DSN requests on; "
+                          "remove DSN from CAPABILITIES" % plugin.path)
+    return keywords
 
 
 def parse_plugin_line(text: str, path: str, line: int) -> tuple:

@@ -82,6 +82,7 @@ AUTH_OK = Reply(235, "2.7.0", "{mechanism} authentication successful for {user}{
 AUTH_FAILED = Reply(535, "5.7.8", "{mechanism} authentication failed for {user} from {ip}{detail}")
 AUTH_TEMPFAIL = Reply(454, "4.7.0", "Temporary authentication failure, try again later{detail}")
 AUTH_NEEDS_EHLO = Reply(503, "5.5.1", "AUTH not defined for HELO")
+AUTH_NO_HELLO = Reply(503, "5.5.1", "please say EHLO first ...")
 AUTH_NEEDS_TLS = Reply(530, "5.7.0", "Must issue a STARTTLS command first")
 AUTH_AGAIN = Reply(503, "5.5.1", "but you already said AUTH ...")
 AUTH_IN_TRANSACTION = Reply(503, "5.5.1", "AUTH is not allowed during a mail transaction")

@@ -10,7 +10,7 @@ import hmac
 import os
 import re
 import time
-from typing import NamedTuple, Optional, Union
+from typing import List, NamedTuple, Optional, Union
 
 MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5")
 
@@ -123,6 +123,47 @@ class Exchange:
         if not user or not _HEX_DIGEST.match(digest):
             return Failure(504, "5.5.4", "Invalid authentication string")
         return Credentials("CRAM-MD5", user, None, digest.lower(), self._ticket)
+
+
+class FailedCredentials:
+    """The credentials that failed in one session, to tell a client's retry with another mechanism
+    from a new guess.
+
+    Clients such as Python's ``smtplib`` try each offered mechanism in turn
+    with the same password: that is one wrong password, not three.  The same
+    credentials again with a mechanism they already failed with count anew.
+    Clear passwords are kept only as salted hashes; a failed CRAM-MD5 answer
+    is recognised when the same password later comes in clear (PLAIN,
+    LOGIN), not the other way round.  At most ``LIMIT`` are kept.
+    """
+
+    LIMIT = 16
+
+    def __init__(self) -> None:
+        self._salt = os.urandom(16)
+        self._failed: List[tuple] = []  # (salted hash, or the CRAM-MD5 Credentials; mechanisms tried)
+
+    def _hash(self, credentials: Credentials) -> bytes:
+        text = "%s\0%s" % (credentials.user, credentials.password)
+        return hmac.new(self._salt, text.encode("utf-8", "surrogatepass"), "sha256").digest()
+
+    def retry(self, credentials: Credentials) -> bool:
+        """Record credentials that failed; True if they failed before, with another mechanism."""
+        key = None if credentials.password is None else self._hash(credentials)
+        for known, mechanisms in self._failed:
+            if isinstance(known, Credentials):  # a CRAM-MD5 answer: does this clear password make it?
+                same = key is not None and known.user == credentials.user \
+                    and check_password(credentials.password, None, known.digest, known.ticket)
+            else:
+                same = key == known
+            if same:
+                if credentials.mechanism in mechanisms:
+                    return False
+                mechanisms.add(credentials.mechanism)
+                return True
+        self._failed.append((credentials if key is None else key, {credentials.mechanism}))
+        del self._failed[:-self.LIMIT]
+        return False
 
 
 def check_password(stored_clear: Optional[str], password: Optional[str], digest: Optional[str] = None,

@@ -8,22 +8,23 @@ call.  Hooks run inline: a plugin that blocks only blocks its own greenlet.
 import re
 import time
 import traceback
-from email.utils import formatdate
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from . import metrics
 from . import replies as R
 from . import sasl
+from . import summary
+from . import trace
 from .address import Address, AddressError
 from .command import ParseError, check_dsn_mail, check_dsn_rcpt, parse_path_command, parse_words
 from .connection import Connection
 from .constants import (DECLINED, DENY, DENY_DISCONNECT, DENYSOFT, DENYSOFT_DISCONNECT, DONE, LOGDEBUG,
-                        LOGERROR, LOGINFO, OK)
+                        LOGERROR, LOGINFO, LOGNOTICE, OK)
 from .auth import MAX_AUTH_LINE, AuthCommands
 from .chunking import ChunkingCommands
 from .data import ChunkReceiver, DataReceiver
 from .errors import Disconnect
-from .hooks import HookResult, PluginFailure
+from .hooks import HookResult, PluginFailure, normalise
 from .replies import Reply, format_reply, match_class, split_lines, status_for
 from .transaction import Transaction
 
@@ -67,6 +68,12 @@ class Session(AuthCommands, ChunkingCommands):
         self._out: List[bytes] = []
         self._skip_line = False  # the rest of an overlong command line is being dropped
         self._ended = False
+        self._greenlets: Optional[set] = None  # started by plugins with self.spawn: they end with the session
+        # For the summary lines (summary.py): messages that reached their end, those we accepted,
+        # the last reply sent and how the session ended (quit, eof, timeout; None: we hung up).
+        self.messages = self.messages_accepted = 0
+        self._last_reply: Optional[bytes] = None
+        self.ended_by: Optional[str] = None
 
     def __repr__(self) -> str:
         return "<Session %s>" % self.connection.id
@@ -149,6 +156,7 @@ class Session(AuthCommands, ChunkingCommands):
 
     def eof(self) -> None:
         """The client closed its side."""
+        self.ended_by = self.ended_by or "eof"
         if self.receiver is not None or self._chunk_left or self._chunk is not None:
             self.receiver = self._chunk = None
             self._chunk_left = 0
@@ -159,6 +167,7 @@ class Session(AuthCommands, ChunkingCommands):
     def timeout(self) -> None:
         """The client said nothing for ``timeout`` seconds, or the session reached ``max_session_seconds``."""
         over = self._session_deadline is not None and time.monotonic() >= self._session_deadline
+        self.ended_by = "max_session_seconds" if over else "timeout"
         self.reply(R.SESSION_TOO_LONG if over else R.TIMEOUT)
         self.disconnect()
         self.flush()
@@ -248,6 +257,7 @@ class Session(AuthCommands, ChunkingCommands):
         if LOGINFO <= self.smtpd.log_threshold:
             self.log(LOGINFO, wire.decode("utf-8", "replace").rstrip("\r\n").replace("\r\n", "\n"))
         self._out.append(wire)
+        self._last_reply = wire
 
     def flush(self) -> None:
         """Write every queued reply in one write."""
@@ -333,11 +343,23 @@ class Session(AuthCommands, ChunkingCommands):
         self.closed = True
         self.receiver = None
         self.connection.notes["disconnected"] = True
+        if LOGNOTICE <= self.smtpd.log_threshold:  # before the hooks: a logging plugin may close its file there
+            ended = self.ended_by or "after " + summary.reply_line(self._last_reply)[:3]
+            self.log(LOGNOTICE, summary.session_line(self, ended))
         self.run_hooks("disconnect", failures="log")
         self._end_transaction()
         self.run_hooks("post-connection", failures="log")
         if self._transaction is not None:
             self._transaction.close()
+        for greenlet in list(self._greenlets or ()):
+            greenlet.kill(block=False)
+
+    def keep_greenlet(self, greenlet: Any) -> None:
+        """Own a greenlet a plugin started (``Plugin.spawn``): one still running when the session ends is killed."""
+        if self._greenlets is None:
+            self._greenlets = set()
+        self._greenlets.add(greenlet)
+        greenlet.link(self._greenlets.discard)
 
     def start_tls(self, context: Any, timeout: float, reset: bool = True) -> None:
         """Turn the connection into TLS; plugins (``tls``) call this after their ``220``.
@@ -481,10 +503,10 @@ class Session(AuthCommands, ChunkingCommands):
         self.respond(250, *lines, status=None)
 
     def ehlo_keywords(self) -> List[str]:
-        """The extensions EHLO advertises, plugins' ``capabilities`` notes included."""
+        """The extensions EHLO advertises: the core's, plugins' declared ``CAPABILITIES`` (``DSN``), then ``capabilities`` notes."""
         databytes = self.databytes()
         keywords = ["PIPELINING", "8BITMIME", "ENHANCEDSTATUSCODES", "SIZE %d" % databytes if databytes else "SIZE",
-                    "SMTPUTF8", "CHUNKING", "BINARYMIME", "DSN"]
+                    "SMTPUTF8", "CHUNKING", "BINARYMIME"]
         keywords.extend(self.smtpd.capabilities)
         if self._transaction is not None:
             keywords.extend(self._transaction.notes.get("capabilities", ()))
@@ -501,14 +523,24 @@ class Session(AuthCommands, ChunkingCommands):
             return 0
 
     def _parse(self, hook: str, verb: str, line: str, default: Callable) -> Any:
-        """Run a ``*_parse`` hook; a callable it returns replaces the default parser.  None = refused."""
+        """Run a ``*_parse`` hook; a callable it returns replaces the default parser.  None = refused.
+
+        A parser that raises (or returns something that is not ``(rc, ...)``)
+        is a plugin failure: logged with its traceback, ``451 4.3.0`` to the
+        client, never its text.
+        """
         result = self.run_hooks(hook, line)
         if result.messages and callable(result.messages[0]):
             try:
                 answer = result.messages[0](self, verb, line)
-            except Exception as exc:
-                answer = (DENY, str(exc))
-            rc, *values = answer
+                checked = normalise(answer) if isinstance(answer, (tuple, list)) else None
+                if checked is None:
+                    raise TypeError("a parser must return (rc, ...), not %r" % (answer,))
+                rc, values = checked
+            except Exception:
+                self.log(LOGERROR, "the parser plugin %s returned for %s failed:\n%s"
+                         % (result.plugin, hook, traceback.format_exc().rstrip()), hook=hook, plugin=result.plugin)
+                raise PluginFailure(hook, result.plugin or "?", "its parser raised") from None
             if rc != OK:
                 self.reply(R.SYNTAX_COMMAND, values[:1])
                 return None
@@ -715,6 +747,23 @@ class Session(AuthCommands, ChunkingCommands):
             raise Disconnect
 
     def _end_of_data(self, receiver: DataReceiver) -> None:
+        """The message is in (DATA or BDAT LAST): answer it, and log one line for it."""
+        transaction, before = self.transaction, self._last_reply
+        self.messages += 1
+        try:
+            self._take_message(receiver)
+        except PluginFailure:
+            self._message_done(transaction, receiver, b"451 4.3.0 (plugin failure)")
+            raise
+        self._message_done(transaction, receiver, self._last_reply if self._last_reply is not before else None)
+
+    def _message_done(self, transaction: Transaction, receiver: DataReceiver, reply: Optional[bytes]) -> None:
+        if reply is not None and reply[:1] == b"2":
+            self.messages_accepted += 1
+        if LOGNOTICE <= self.smtpd.log_threshold:
+            self.log(LOGNOTICE, summary.message_line(transaction, receiver.size, reply))
+
+    def _take_message(self, receiver: DataReceiver) -> None:
         metrics.data_received(receiver.size)
         transaction = self.transaction
         if receiver.too_big:
@@ -729,13 +778,7 @@ class Session(AuthCommands, ChunkingCommands):
         if transaction.notes.get("plugin_failed"):
             raise PluginFailure("data_headers_end", "?", "failed earlier")
         self.run_hooks("data_post_headers", failures="log")
-        authserv_id = self.config("me-auth-results") or self.me
-        if authserv_id != "none":
-            clean_authentication_results(transaction.header)
-        transaction.header.add("Received", self.received_line(), 0)
-        results = self.authentication_results(authserv_id) if authserv_id != "none" else None
-        if results:
-            transaction.header.add("Authentication-Results", results, 0)
+        trace.stamp(self)
         result = self.run_hooks("data_post")
         rc = result.rc
         if rc == DONE:
@@ -747,45 +790,6 @@ class Session(AuthCommands, ChunkingCommands):
             self._end_transaction()
             return
         self._queue()
-
-    def received_line(self) -> str:
-        """The Received value: a ``received_line`` plugin's lines, or the default."""
-        connection = self.connection
-        # RFC 3848 and RFC 6531 7.1: ESMTP / UTF8SMTP, then S for TLS, A for AUTH.
-        if "smtputf8" in self.transaction.notes.get("mail_parameters", {}):
-            proto = "UTF8SMTP"
-        else:
-            proto = "ESMTP" if connection.hello == "ehlo" else "SMTP"
-        if proto != "SMTP":
-            proto += ("S" if connection.notes.get("tls_enabled") else "") + ("A" if self.auth_user else "")
-        tls = connection.notes.get("tls_cipher")
-        if tls:
-            tls = "%s %s" % (connection.notes.get("tls_version"), tls)
-        result = self.run_hooks("received_line", proto, self.auth_user, tls, failures="log")
-        if result.rc == OK and result.messages:
-            return "\n".join(str(m) for m in result.messages)
-        return "from %s (HELO %s) (%s)\n by %s (qpgevent/%s) with %s%s; %s" % (
-            connection.remote_info, connection.hello_host, connection.remote_ip, self.me, self.smtpd.version,
-            proto, " (%s encrypted)" % tls if tls else "", rfc5322_date())
-
-    def authentication_results(self, authserv_id: str) -> Optional[str]:
-        """The Authentication-Results value (RFC 8601), or None when there is nothing to report.
-
-        It holds the AUTH result (after an AUTH attempt) and what plugins stored
-        with ``store_auth_results`` (SPF, DKIM, DMARC, iprev).
-        """
-        method = None
-        if self.auth_user:
-            user = self.auth_user
-            if not re.fullmatch(r"[!#-'*+\-/-9=?A-Z^-~.@]+", user):  # RFC 8601 value: a token or a quoted string
-                user = '"%s"' % re.sub(r'(["\\])', r"\\\1", user)
-            method = "auth=pass (%s) smtp.auth=%s" % (self.auth_mechanism, user)
-        elif self.auth_failures:
-            method = "auth=fail"
-        stored = self.connection.notes.get("authentication_results")
-        if not (method or stored):
-            return None
-        return "; ".join(filter(None, [authserv_id, method, stored]))
 
     def _queue(self) -> None:
         result = self.run_hooks("queue_pre")
@@ -856,32 +860,11 @@ class Session(AuthCommands, ChunkingCommands):
         self.reply(R.HELP, result.messages)
 
     def smtp_quit(self, rest: str) -> None:
+        self.ended_by = "quit"
         result = self.run_hooks("quit", failures="log")
         if result.rc != DONE:
             self.reply(R.QUIT, result.messages)
         raise Disconnect
-
-
-_date_cache = [0, ""]
-
-
-def rfc5322_date() -> str:
-    """The current local time in RFC 5322 form, made at most once a second."""
-    now = int(time.time())
-    if _date_cache[0] != now:
-        _date_cache[:] = [now, formatdate(now, localtime=True)]
-    return _date_cache[1]
-
-
-def clean_authentication_results(header: Any) -> None:
-    """Rename the client's Authentication-Results to Original-... so nobody trusts them as ours.
-
-    Left alone when a DKIM signature covers them: renaming would break it.
-    """
-    signed = " ".join(header.get_all("DKIM-Signature")).lower()
-    if re.search(r"\bh\s*=[^;]*\bauthentication-results\b", signed):
-        return
-    header.rename("Authentication-Results", "Original-Authentication-Results")
 
 
 Session.verbs = {name[len("smtp_"):]: getattr(Session, name) for name in dir(Session) if name.startswith("smtp_")}

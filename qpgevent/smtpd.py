@@ -7,12 +7,14 @@ from pathlib import Path
 from typing import Any, List, Mapping, Optional, Sequence, Union
 
 from .config import Config
-from .constants import LOG_LEVELS, LOGWARN
+from .constants import LOG_LEVELS, LOGNOTICE
 from .errors import ConfigError, ConfigErrors, ConfigWarning
 from .hooks import HookRegistry, PluginFailure
 from .plugin import BUNDLED_PLUGIN_DIR, Plugin, load_plugin, parse_plugin_line, plugin_set_warnings
 from .version import VERSION
 
+DSN_MAIL_PARAMETERS = {"ret", "envid"}
+DSN_RCPT_PARAMETERS = {"notify", "orcpt"}
 _in_logging: ContextVar = ContextVar("qpgevent_in_logging", default=False)
 
 
@@ -81,10 +83,11 @@ class Smtpd:
             entry = self.config.entries("bare_newline")[0]
             errors.append(ConfigError("bare_newline must be 'reject' or 'normalize', not %r" % self.bare_newline,
                                       entry.path, entry.line))
-        self.loglevel = _positive_int(self.config, "loglevel", LOGWARN, errors)
+        self.loglevel = _positive_int(self.config, "loglevel", LOGNOTICE, errors)
         # MAIL/RCPT parameters the core accepts (lower case); a plugin may add its own.
-        self.mail_parameters = {"size", "body", "smtputf8", "auth", "ret", "envid"}
-        self.rcpt_parameters = {"notify", "orcpt"}
+        # The DSN ones are added once a queue plugin declares DSN (see load_plugins).
+        self.mail_parameters = {"size", "body", "smtputf8", "auth"}
+        self.rcpt_parameters: set = set()
         self.capabilities: List[str] = []
         self.log_threshold = self.loglevel
         if load:
@@ -125,7 +128,11 @@ class Smtpd:
                 errors.append(exc)
                 continue
             self.plugins.append(plugin)
+            self.capabilities.extend(k for k in plugin.capabilities if k not in self.capabilities)
             loaded.append((plugin, path, line))
+        if "DSN" in self.capabilities:  # RFC 3461: advertised only where the parameters are passed on
+            self.mail_parameters |= DSN_MAIL_PARAMETERS
+            self.rcpt_parameters |= DSN_RCPT_PARAMETERS
         self.warnings = plugin_set_warnings(self.registry, loaded, plugins_file, dirs)
         loggers = [callback.plugin for callback in self.registry.callbacks.get("logging", ())]
         if loggers:
@@ -166,7 +173,9 @@ class Smtpd:
                 return  # a logging plugin logging from inside its own hook
             token = _in_logging.set(True)
             try:
-                self.registry.run(session, "logging", (level, hook or "", plugin or "", message))
+                # Outside a session (start-up, a plugin's own greenlet) the logging plugins see the daemon.
+                self.registry.run(session if session is not None else self, "logging",
+                                  (level, hook or "", plugin or "", message))
                 return
             except PluginFailure as failure:
                 message = "%s (and the logging plugin failed: %s)" % (message, failure)

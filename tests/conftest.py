@@ -6,6 +6,13 @@ import pytest
 from qpgevent.testing import LiveServer, TestSession, make_smtpd, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
+# Plugins written for the tests (``dsn_queue`` declares DSN): name them with ``with_dsn``.
+TEST_PLUGIN_DIR = ROOT / "tests" / "fixtures" / "plugins"
+
+
+def with_dsn(config=None):
+    """``config`` plus the test plugin dir, for a daemon that loads ``dsn_queue`` (DSN advertised)."""
+    return dict(config or {}, plugin_dirs=str(TEST_PLUGIN_DIR))
 
 
 @pytest.fixture

@@ -262,6 +262,45 @@ def test_failures_are_paced_and_limited(live_server, tmp_path):
             smtp.noop()
 
 
+def test_smtplib_login_with_a_wrong_password_gets_535(live_server, tmp_path):
+    """smtplib's login() tries CRAM-MD5, PLAIN and LOGIN in turn with the one wrong password: that is one
+    failure (one pause), not three, so it ends in 535 quickly, not in 421 after 6 s as it did."""
+    server = start_server(live_server, tmp_path, auth_failure_delay="1")
+    with client(server) as smtp:
+        began = time.monotonic()
+        with pytest.raises(smtplib.SMTPAuthenticationError) as failed:
+            smtp.login(USER, "wrong")
+        assert failed.value.smtp_code == 535
+        assert time.monotonic() - began < 2.0  # one pause of 1 s
+        assert smtp.noop()[0] == 250  # still connected
+        smtp.login(USER, PASSWORD)  # and the right password still works
+
+
+def test_repeated_real_failures_still_reach_the_limit(session_factory):
+    """New passwords count, and so does the same one again with a mechanism it already failed with:
+    ``auth_max_failures 3`` ends the session at the third either way."""
+    for passwords in (["a", "b", "c"], ["a", "a", "a"]):
+        session = session_factory(["auth/auth_flat_file"], {"tls_before_auth": "0", "flat_auth_pw": ACCOUNTS,
+                                                            "auth_failure_delay": "0", "auth_max_failures": "3"})
+        session.command("EHLO client.test")
+        replies = [session.command("AUTH PLAIN " + plain(password=p)) for p in passwords]
+        assert [r[0].code for r in replies] == [535, 535, 535]
+        assert (replies[-1][-1].code, replies[-1][-1].status) == (421, "4.7.0") and session.closed
+
+
+def test_same_password_over_cram_md5_then_plain_and_login_is_one_failure(session_factory):
+    session = session_factory(["auth/auth_flat_file"], {"tls_before_auth": "0", "flat_auth_pw": ACCOUNTS,
+                                                        "auth_failure_delay": "0", "auth_max_failures": "2"})
+    session.command("EHLO client.test")
+    [challenge] = session.command("AUTH CRAM-MD5")
+    assert session.command(cram_response(challenge.text, password="wrong"))[0].code == 535
+    assert session.command("AUTH PLAIN " + plain(password="wrong"))[0].code == 535
+    session.command("AUTH LOGIN " + b64(USER))
+    assert [r.code for r in session.command(b64("wrong"))] == [535]
+    assert session.session.auth_failures == 1 and not session.closed
+    assert [r.code for r in session.command("AUTH PLAIN " + plain(password="other"))] == [535, 421]
+
+
 def test_success_after_failures_and_cancel_not_counted(session_factory):
     """A cancel is not a failure; two failures then the right password (limit 3) still authenticate."""
     session = session_factory(["auth/auth_flat_file"], {"tls_before_auth": "0", "flat_auth_pw": ACCOUNTS,
@@ -446,10 +485,11 @@ def test_original_string_does_not_keep_credentials(hooked):
 
 
 def test_auth_before_any_greeting_gets_503(session_factory):
-    """AUTH before EHLO is refused with 503 5.5.1 and no challenge."""
+    """AUTH before EHLO is refused with 503 5.5.1 and no challenge; the text asks for EHLO, it does not
+    claim the client said HELO (the old text was "AUTH not defined for HELO")."""
     session = session_factory(["auth/auth_flat_file"], {"tls_before_auth": "0", "flat_auth_pw": ACCOUNTS})
     [reply] = session.command("AUTH LOGIN")
-    assert (reply.code, reply.status) == (503, "5.5.1")
+    assert (reply.code, reply.text) == (503, "5.5.1 please say EHLO first ...")
 
 
 def test_pipelined_commands_wait_for_the_exchange(live_server, tmp_path):

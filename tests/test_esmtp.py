@@ -4,7 +4,10 @@ import smtplib
 import pytest
 
 from qpgevent import DENY
+from qpgevent.errors import ConfigError
 from qpgevent.testing import QueueCapture, TestSession, accept_all, encode_message
+
+from conftest import with_dsn
 
 UTF8_MESSAGE = ("Subject: Grüße aus Köln \U0001F389\r\n"
                 "From: José <jösé@exämple.test>\r\n"
@@ -37,7 +40,7 @@ def queue():
 def daemon(smtpd_factory, queue):
     """``daemon(config)`` -> a daemon whose rcpt hook accepts everybody and whose queue is ``queue``."""
     def factory(config=None):
-        smtpd = smtpd_factory(config=config)
+        smtpd = smtpd_factory(plugins=["dsn_queue"], config=with_dsn(config))
         probe = TestSession(smtpd, greet=False)
         probe.mock_hook("rcpt", accept_all, name="accept_rcpt")
         probe.mock_hook("queue", queue, name="test_queue")
@@ -454,6 +457,42 @@ def test_unknown_or_misplaced_parameters_are_still_555(ready, command, arguments
     if command == "MAIL":
         session.command("RSET")
     assert codes(session.command("%s %s" % (command, arguments))) == [(555, "5.5.4")]
+
+
+@pytest.mark.parametrize("command, arguments", [
+    ("MAIL", "FROM:<a@b.test> RET=FULL"),
+    ("MAIL", "FROM:<a@b.test> ENVID=x"),
+    ("RCPT", "TO:<c@d.test> NOTIFY=NEVER"),
+    ("RCPT", "TO:<c@d.test> ORCPT=rfc822;c@d.test"),
+])
+def test_without_a_dsn_queue_dsn_is_not_offered_and_its_parameters_are_555(smtpd_factory, command, arguments):
+    """With no queue plugin that declares DSN (maildir delivers locally and sends no DSN), EHLO does not list
+    DSN and RET/ENVID/NOTIFY/ORCPT are parameters we do not know: ``555 5.5.4`` (RFC 5321 4.1.1.11)."""
+    session = TestSession(smtpd_factory(plugins=["rcpt_ok", "queue/maildir ./Maildir"],
+                                        config={"rcpthosts": ["d.test"]}))
+    assert "DSN" not in session.command("EHLO client.test")[0].lines
+    if command == "RCPT":
+        session.command("MAIL FROM:<a@b.test>")
+    assert codes(session.command("%s %s" % (command, arguments))) == [(555, "5.5.4")]
+
+
+def test_a_queue_plugin_declaring_dsn_turns_it_on(smtpd_factory):
+    """``CAPABILITIES = ["DSN"]`` in a queue plugin: EHLO lists DSN once and the parameters are accepted."""
+    session = TestSession(smtpd_factory(plugins=["rcpt_ok", "dsn_queue"], config=with_dsn({"rcpthosts": ["d.test"]})))
+    assert session.command("EHLO client.test")[0].lines.count("DSN") == 1
+    assert codes(session.command("MAIL FROM:<a@b.test> RET=HDRS ENVID=x")) == [(250, "2.1.0")]
+    assert codes(session.command("RCPT TO:<c@d.test> NOTIFY=NEVER")) == [(250, "2.1.5")]
+
+
+@pytest.mark.parametrize("source, complaint", [
+    ("CAPABILITIES = ['DSN']\n", "has no queue hook"),
+    ("CAPABILITIES = 'DSN'\n", "must be a list"),
+])
+def test_a_wrong_capabilities_declaration_stops_start_up(tmp_path, smtpd_factory, source, complaint):
+    (tmp_path / "extra").mkdir()
+    (tmp_path / "extra" / "not_a_queue.py").write_text(source)
+    with pytest.raises(ConfigError, match=complaint):
+        smtpd_factory(plugins=["not_a_queue"], config={"plugin_dirs": str(tmp_path / "extra")})
 
 
 def test_dsn_and_bdat_and_smtputf8_together(ready, queue):

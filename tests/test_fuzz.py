@@ -27,6 +27,8 @@ from qpgevent import OK
 from qpgevent.smtp import Session
 from qpgevent.testing import TestSession, make_smtpd, parse_replies
 
+from conftest import with_dsn
+
 DATABYTES = 600
 MAX_RCPT = 3
 COMMAND_LIMIT = 512  # RFC 5321 4.5.3.1.4
@@ -347,10 +349,11 @@ class Harness:
     """One daemon per bare_newline setting, its queue captured, MAIL parameters recorded."""
 
     def __init__(self, tmp_path, normalize):
-        config = {"rcpthosts": ["example.com"], "databytes": str(DATABYTES), "max_rcpt": str(MAX_RCPT)}
+        config = with_dsn({"rcpthosts": ["example.com"], "databytes": str(DATABYTES), "max_rcpt": str(MAX_RCPT)})
         if normalize:
             config["bare_newline"] = "normalize"
-        self.smtpd = make_smtpd(tmp_path / ("normalize" if normalize else "reject"), plugins=["rcpt_ok"], config=config)
+        self.smtpd = make_smtpd(tmp_path / ("normalize" if normalize else "reject"), plugins=["rcpt_ok", "dsn_queue"],
+                                config=config)
         self.queued = []
         self.mail_params = []
         probe = TestSession(self.smtpd, greet=False)

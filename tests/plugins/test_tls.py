@@ -194,6 +194,9 @@ def test_plaintext_after_the_220_is_not_a_command(tls_server):
     assert answer == b"" or answer[:1] == b"\x15", answer  # nothing, or a TLS alert record: no SMTP reply
     client.close()
     assert wait_for(lambda: "fail, TLS handshake with 127.0.0.1" in server.log)
+    # Labelled as what it is, not as the hook STARTTLS arrives through (it was "(unrecognized_command)").
+    [line] = [line for line in server.log.splitlines() if "fail, TLS handshake" in line]
+    assert "(starttls) tls: fail, TLS handshake with 127.0.0.1" in line, line
 
 
 def test_starttls_in_inetd_mode(tmp_path):
