@@ -1,6 +1,7 @@
 """DATA (RFC 5321 4.1.1.4, 4.5.2, 4.5.3.1.6): unstuffing, any chunking, header split, limits, spool, smuggling."""
 import os
 import stat
+from contextlib import closing
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -8,7 +9,7 @@ from hypothesis import strategies as st
 
 from qpgevent import DECLINED
 from qpgevent.data import PIECE
-from qpgevent.testing import SMUGGLING_VECTORS, QueueCapture, TestSession, accept_all, encode_message
+from qpgevent.testing import SMUGGLING_VECTORS, QueueCapture, RawClient, TestSession, accept_all, encode_message
 
 MESSAGE = (b"Subject: a test\r\n"
            b"X-Folded: first part\r\n"
@@ -301,6 +302,26 @@ def test_line_that_never_ends_keeps_memory_bounded(new_session, queue, databytes
     if databytes is None:
         body = queue.messages[0].split(b"\n\n", 1)[1]
         assert body == b"".join(b"%c" % (97 + n % 26) * 65536 for n in range(48)) + b"\n"
+
+
+def test_long_lines_over_a_socket_reach_the_maildir_whole(live_server, tmp_path):
+    """Over TCP, a 100,000-octet body line by DATA and by BDAT: ``250``, and the Maildir files hold it whole."""
+    server = live_server()
+    with closing(RawClient(server.address)) as client:
+        assert client.reply().code == 220
+        assert client.command("EHLO client.test").code == 250
+        for verb in ("DATA", "BDAT"):
+            for line in ("MAIL FROM:<a@b.test>", "RCPT TO:<u@example.com>"):
+                assert client.command(line).code == 250
+            message = b"Subject: %s\r\n\r\n" % verb.encode() + LONG_LINE
+            if verb == "DATA":
+                assert client.command("DATA").code == 354
+                client.send(encode_message(message))
+            else:
+                client.send(b"BDAT %d LAST\r\n" % len(message) + message)
+            assert codes([client.reply()]) == [(250, "2.0.0")]
+    stored = sorted(path.read_bytes() for path in (tmp_path / "Maildir" / "new").iterdir())
+    assert [data.split(b"\n\n", 1)[1] for data in stored] == [LONG_LINE.replace(b"\r\n", b"\n")] * 2
 
 
 def test_bare_cr_in_a_long_line_is_still_refused(new_session, queue):
