@@ -204,7 +204,7 @@ class DataReceiver:
             self._mid_line = True
             return len(buf) - 1  # keep a trailing CR that a LF may complete
         if length <= PIECE or self.in_header:
-            return start
+            return start  # a header line is kept whole: _feed_header bounds it by MAX_HEADER_BYTES
         cut = len(buf) - 1 if buf[-1] == 13 else len(buf)  # a trailing CR may start the line's CRLF
         piece = self._clean(bytes(buf[start:cut]))
         if piece is None:
@@ -264,7 +264,8 @@ class ChunkReceiver:
         self._headers_ready()
 
     def over_size(self) -> bool:
-        """The message is over ``databytes`` already, counting the open line held here (it will be stored too)."""
+        """The message is over ``databytes`` already (and marked too big), counting the open line held here:
+        it will be stored too."""
         receiver = self.receiver
         if receiver.max_size and receiver.size + len(self._buffer) > receiver.max_size:
             receiver.too_big = True
