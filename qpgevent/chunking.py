@@ -8,7 +8,7 @@ from typing import Optional
 
 from . import replies as R
 from .constants import DENY, DENY_DISCONNECT, DENYSOFT, DENYSOFT_DISCONNECT, DONE
-from .data import ChunkReceiver, DataReceiver
+from .data import ChunkReceiver
 from .errors import Disconnect
 from .hooks import PluginFailure
 
@@ -29,10 +29,10 @@ class ChunkingCommands:
         if self._chunk is None:
             self._chunk_error = self._bdat_refusal()
             if self._chunk_error is None:
-                smtpd = self.smtpd
-                binary = (self.transaction.notes["mail_parameters"].get("body") or "").upper() == "BINARYMIME"
-                receiver = DataReceiver(self.transaction, self.databytes(), 0 if binary else smtpd.max_line_length)
-                self._chunk = ChunkReceiver(receiver)
+                transaction = self.transaction
+                transaction.binary = (transaction.notes["mail_parameters"].get("body") or "").upper() == "BINARYMIME"
+                max_line = 0 if transaction.binary else self.smtpd.max_line_length
+                self._chunk = ChunkReceiver(transaction, self.databytes(), max_line, self._headers_end)
         if not self._chunk_left:
             self._end_chunk()
 
@@ -62,24 +62,12 @@ class ChunkingCommands:
 
     def _feed_chunk(self, buf: bytearray, position: int) -> int:
         take = min(len(buf) - position, self._chunk_left)
-        data = bytes(buf[position:position + take])
         self._chunk_left -= take
         if self._chunk is not None and self._chunk_error is None:
-            self._pass_chunk(self._chunk.receiver, self._chunk.lines(data, last=False))
+            self._chunk.feed(bytes(buf[position:position + take]))
         if not self._chunk_left:
             self._end_chunk()
         return position + take
-
-    def _pass_chunk(self, receiver: DataReceiver, stuffed: bytes) -> None:
-        data, position = bytearray(stuffed), 0
-        while position < len(data):
-            before = (position, receiver.in_header)
-            position = receiver.feed(data, position)
-            if receiver.headers_ready:
-                receiver.headers_ready = False
-                self._headers_end()
-            if (position, receiver.in_header) == before:
-                break
 
     def _end_chunk(self) -> None:
         if self._chunk_error is not None:
@@ -91,12 +79,16 @@ class ChunkingCommands:
             if hang_up:
                 raise Disconnect
             return
-        if not self._chunk_last:
+        chunk = self._chunk
+        # RFC 3030 2: a chunk that takes the message past databytes is refused
+        # then, not only at LAST; the transaction ends with it.
+        over_size = chunk.over_size()
+        if not (self._chunk_last or over_size):
             self.reply(R.BDAT_OK, size=self._chunk_size)
             return
-        chunk, self._chunk = self._chunk, None
-        self._pass_chunk(chunk.receiver, chunk.lines(b"", last=True))
-        chunk.receiver.finish()
+        self._chunk = None
+        if not over_size:
+            chunk.finish()
         try:
             self._end_of_data(chunk.receiver)
         except PluginFailure:

@@ -77,7 +77,8 @@ class Smtpd:
         # Messages up to this size stay in memory; larger ones are spooled to disk.
         self.size_threshold = _positive_int(self.config, "size_threshold", 262144, errors)
         self.max_rcpt = _positive_int(self.config, "max_rcpt", 100, errors)
-        self.max_line_length = _positive_int(self.config, "max_line_length", 1000, errors)
+        # 0: DATA and BDAT lines of any length (stored in pieces); N: the strict RFC 5321 limit, e.g. 1000.
+        self.max_line_length = _positive_int(self.config, "max_line_length", 0, errors)
         self.bare_newline = self.config.get("bare_newline", "reject")
         if self.bare_newline not in ("reject", "normalize"):
             entry = self.config.entries("bare_newline")[0]

@@ -150,8 +150,10 @@ def wait_for(predicate: Callable[[], Any], seconds: float = 10.0, step: float = 
 class QueueCapture:
     """A queue plugin stand-in: ``mock_hook("queue", capture)`` keeps what a real queue would write.
 
-    ``messages`` holds header and body without the core's Received line (kept
-    apart in ``received``), ``envelopes`` the sender, recipients and DSN data,
+    ``messages`` holds header and body as ``message_blocks()`` gives them (LF
+    line ends; a BINARYMIME message exactly as received) without the core's
+    Received line (kept apart in ``received``), ``envelopes`` the sender,
+    recipients and DSN data,
     ``spooled`` whether the message had gone to a spool file.
     """
 
@@ -166,7 +168,7 @@ class QueueCapture:
         assert name == "Received", "the core's Received line must come first"
         self.received.append(value)
         transaction.header.delete("Received", 0)
-        self.messages.append(transaction.header.as_bytes() + transaction.body_as_bytes())
+        self.messages.append(b"".join(transaction.message_blocks()))
         self.envelopes.append((transaction.sender, list(transaction.recipients), dict(transaction.dsn),
                                [dict(r.notes.get("dsn", {})) for r in transaction.recipients]))
         self.spooled.append(transaction.body_fh is not None)

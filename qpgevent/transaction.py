@@ -18,6 +18,9 @@ class Transaction:
 
     The message (headers, blank line, body) is kept with LF line endings, in
     memory up to ``size_threshold`` bytes and in a private spool file beyond.
+    A ``binary`` transaction (``BODY=BINARYMIME``) keeps its body, from the
+    blank line after the header block on, exactly as received: CRLF line
+    ends and every lone CR or LF as the client sent it.
     """
 
     def __init__(self, connection_id: str = "0", spool_dir: Optional[str] = None, size_threshold: int = 10000) -> None:
@@ -27,6 +30,7 @@ class Transaction:
         self.recipients: List[Address] = []
         self.header: Optional[Header] = None
         self.notes: dict = {}
+        self.binary = False  # BODY=BINARYMIME: the body is the client's exact octets (set at the first BDAT)
         self.dsn: dict = {}  # RFC 3461 RET and ENVID from MAIL; NOTIFY/ORCPT are in recipient.notes["dsn"]
         self.spool_dir = spool_dir
         self.size_threshold = size_threshold
@@ -117,7 +121,10 @@ class Transaction:
         self._read_pos = self.body_start
 
     def body_getline(self) -> Optional[str]:
-        """The next body line (with its LF), or None at the end; ``body_resetpos`` rewinds."""
+        """The next body line (with its LF), or None at the end; ``body_resetpos`` rewinds.
+
+        Lines end at LF only: in a ``binary`` body they keep their CR, and a lone CR ends nothing.
+        """
         if self._memory is not None:
             end = self._memory.find(b"\n", self._read_pos)
             end = len(self._memory) if end < 0 else end + 1
@@ -139,8 +146,16 @@ class Transaction:
     __iter__ = body_lines
 
     def message_blocks(self, crlf: bool = False) -> Iterator[bytes]:
-        """Header then body as bytes, ready for a queue; ``crlf`` turns LF into CRLF."""
+        """Header then body as bytes, ready for a queue: LF line ends, or CRLF with ``crlf``.
+
+        A ``binary`` message always comes out exactly as received: header
+        lines end in CRLF and the body's octets are untouched.
+        """
         head = self.header.as_bytes() if self.header is not None else b""
+        if self.binary:
+            yield head.replace(b"\n", b"\r\n")
+            yield from self.body_blocks()
+            return
         blocks = itertools.chain((head,), self.body_blocks())
         if not crlf:
             yield from blocks

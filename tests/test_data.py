@@ -1,13 +1,15 @@
 """DATA (RFC 5321 4.1.1.4, 4.5.2, 4.5.3.1.6): unstuffing, any chunking, header split, limits, spool, smuggling."""
 import os
 import stat
+from contextlib import closing
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from qpgevent import DECLINED
-from qpgevent.testing import SMUGGLING_VECTORS, QueueCapture, TestSession, accept_all, encode_message
+from qpgevent.data import PIECE
+from qpgevent.testing import SMUGGLING_VECTORS, QueueCapture, RawClient, TestSession, accept_all, encode_message
 
 MESSAGE = (b"Subject: a test\r\n"
            b"X-Folded: first part\r\n"
@@ -225,20 +227,42 @@ def test_message_of_exactly_databytes_is_accepted(new_session, queue):
     assert len(queue.messages) == 1
 
 
+STRICT = {"max_line_length": "1000"}
+
+
 @pytest.mark.parametrize("where", ["header", "body"])
-def test_line_over_1000_octets_is_552_and_nothing_queued(new_session, queue, where):
-    """A text line over 1000 octets with its CRLF (RFC 5321 4.5.3.1.6): ``552 5.6.0`` after the dot, nothing queued."""
+def test_line_over_max_line_length_is_552_and_nothing_queued(new_session, queue, where):
+    """Strict mode (``max_line_length 1000``): a text line over 1000 octets with its CRLF (RFC 5321
+    4.5.3.1.6) gets ``552 5.6.0`` after the dot, nothing queued, the session goes on."""
     long_line = b"X-Long: " + b"w" * 991 + b"\r\n" if where == "header" else b"w" * 999 + b"\r\n"
     assert len(long_line) == 1001
     data = b"Subject: x\r\n" + (long_line + b"\r\n" if where == "header" else b"\r\n" + long_line) + b".\r\n"
-    session = new_session()
-    assert codes(deliver(session, [data])) == [(552, "5.6.0")]
+    session = new_session(config=STRICT)
+    [reply] = deliver(session, [data])
+    assert (reply.code, reply.text) == (552, "5.6.0 Message has a line longer than 1000 octets (RFC 5321 4.5.3.1.6)")
     assert queue.messages == [] and not session.closed
 
 
-def test_very_long_line_in_pieces_is_bounded_and_refused(new_session, queue):
-    """A 2 MB line arriving in 64 KB reads: the buffer stays small, the end is still found, ``552 5.6.0``."""
-    session = new_session()
+@pytest.mark.parametrize("cut", [None, 1, 500, 1001])
+def test_transparency_dot_does_not_count_toward_the_line_limit(new_session, queue, cut):
+    """RFC 5321 4.5.3.1.6: 1000 octets "not counting the leading dot duplicated for transparency": a
+    stuffed line of 1001 octets on the wire is 1000 and accepted; one more octet is too long."""
+    fits = b"." + b"." + b"d" * 997 + b"\r\n"
+    assert len(fits) == 1001
+    data = b"Subject: x\r\n\r\n" + fits + b".\r\n"
+    pieces = [data] if cut is None else [data[:14 + cut], data[14 + cut:]]
+    assert codes(deliver(new_session(config=STRICT), pieces)) == [(250, "2.0.0")]
+    assert queue.messages == [b"Subject: x\n\n." + b"d" * 997 + b"\n"]
+    data = b"Subject: x\r\n\r\n." + fits + b".\r\n"
+    pieces = [data] if cut is None else [data[:14 + cut], data[14 + cut:]]
+    assert codes(deliver(new_session(config=STRICT), pieces)) == [(552, "5.6.0")]
+    assert len(queue.messages) == 1
+
+
+def test_very_long_line_in_pieces_is_bounded_and_refused_in_strict_mode(new_session, queue):
+    """Strict mode: a 2 MB line arriving in 64 KB reads is dropped as it comes (the buffer stays small),
+    the end is still found, ``552 5.6.0``."""
+    session = new_session(config=STRICT)
     assert session.command("DATA")[0].code == 354
     session.send(b"Subject: x\r\n\r\n")
     for _ in range(32):
@@ -246,6 +270,77 @@ def test_very_long_line_in_pieces_is_bounded_and_refused(new_session, queue):
         assert len(session.session._buffer) <= 1024
     assert codes(session.send(b"\r\n.\r\n")) == [(552, "5.6.0")]
     assert queue.messages == []
+
+
+LONG_LINE = (b".starts with a dot " + b"0123456789" * 10000 + b". dot\r\n")[:99998] + b"\r\n"
+
+
+@pytest.mark.parametrize("size", [None, 1, 4096, 65536, 65537, 70000])
+def test_hundred_thousand_octet_line_is_accepted_and_stored_whole(new_session, queue, size):
+    """By default (no ``max_line_length``) a 100,000-octet body line is taken, however it is cut (pieces
+    ending anywhere, a CR and its LF apart, a dot starting a piece), and stored as one line; only its
+    transparency dot is removed."""
+    assert len(LONG_LINE) == 100000
+    data = b"Subject: x\r\n\r\nbefore\r\n." + LONG_LINE + b"after\r\n.\r\n"
+    pieces = [data] if size is None else [data[i:i + size] for i in range(0, len(data), size)]
+    session = new_session()
+    assert codes(deliver(session, pieces)) == [(250, "2.0.0")]
+    assert queue.messages == [b"Subject: x\n\nbefore\n" + LONG_LINE[:-2] + b"\nafter\n"]
+
+
+@pytest.mark.parametrize("databytes, expected", [(None, (250, "2.0.0")), ("1000000", (552, "5.3.4"))])
+def test_line_that_never_ends_keeps_memory_bounded(new_session, queue, databytes, expected):
+    """Megabytes without a LF: the line is stored in pieces as it arrives, so the session's buffer never
+    holds more than one piece and a read; at the end it is stored whole, or refused for ``databytes``."""
+    session = new_session(config={"databytes": databytes} if databytes else None)
+    assert session.command("DATA")[0].code == 354
+    session.send(b"Subject: x\r\n\r\n")
+    for n in range(48):
+        assert session.send(b"%c" % (97 + n % 26) * 65536) == []
+        assert len(session.session._buffer) <= PIECE
+    assert codes(session.send(b"\r\n.\r\n")) == [expected]
+    if databytes is None:
+        body = queue.messages[0].split(b"\n\n", 1)[1]
+        assert body == b"".join(b"%c" % (97 + n % 26) * 65536 for n in range(48)) + b"\n"
+
+
+def test_long_lines_over_a_socket_reach_the_maildir_whole(live_server, tmp_path):
+    """Over TCP, a 100,000-octet body line by DATA and by BDAT: ``250``, and the Maildir files hold it whole."""
+    server = live_server()
+    with closing(RawClient(server.address)) as client:
+        assert client.reply().code == 220
+        assert client.command("EHLO client.test").code == 250
+        for verb in ("DATA", "BDAT"):
+            for line in ("MAIL FROM:<a@b.test>", "RCPT TO:<u@example.com>"):
+                assert client.command(line).code == 250
+            message = b"Subject: %s\r\n\r\n" % verb.encode() + LONG_LINE
+            if verb == "DATA":
+                assert client.command("DATA").code == 354
+                client.send(encode_message(message))
+            else:
+                client.send(b"BDAT %d LAST\r\n" % len(message) + message)
+            assert codes([client.reply()]) == [(250, "2.0.0")]
+    stored = sorted(path.read_bytes() for path in (tmp_path / "Maildir" / "new").iterdir())
+    assert [data.split(b"\n\n", 1)[1] for data in stored] == [LONG_LINE.replace(b"\r\n", b"\n")] * 2
+
+
+def test_bare_cr_in_a_long_line_is_still_refused(new_session, queue):
+    """A bare CR in a line stored in pieces is caught as in a short line: ``521 5.5.2`` and hang up."""
+    session = new_session()
+    assert session.command("DATA")[0].code == 354
+    session.send(b"Subject: x\r\n\r\n" + b"a" * 100000)
+    assert codes(session.send(b"a\rMAIL FROM:<x@y.test>\r\n" + b"b" * 70000)) == [(521, "5.5.2")]
+    assert session.closed and queue.messages == []
+
+
+def test_header_line_beyond_the_header_bound_starts_the_body(new_session, queue):
+    """A header line that would take the header block past 256 KiB is not a header: the block ends (a blank
+    line is added) and the line is the first body line, stored whole; the fields before it are parsed."""
+    huge = b"X-Huge: " + b"h" * (300 * 1024) + b"\r\n"
+    session = new_session()
+    assert codes(deliver(session, [b"Subject: kept\r\n", huge[:70000], huge[70000:], b"body\r\n.\r\n"])) == [
+        (250, "2.0.0")]
+    assert queue.messages == [b"Subject: kept\n\n" + huge[:-2] + b"\nbody\n"]
 
 
 # -- spooling -------------------------------------------------------------------------------------------

@@ -1,11 +1,13 @@
 """Modern ESMTP: SMTPUTF8 (RFC 6531), CHUNKING and BINARYMIME (RFC 3030), DSN parameters (RFC 3461)."""
 import smtplib
+from contextlib import closing
 
 import pytest
 
 from qpgevent import DENY
+from qpgevent.data import PIECE
 from qpgevent.errors import ConfigError
-from qpgevent.testing import QueueCapture, TestSession, accept_all, encode_message
+from qpgevent.testing import QueueCapture, RawClient, TestSession, accept_all, encode_message
 
 from conftest import with_dsn
 
@@ -288,15 +290,39 @@ def test_bad_bdat_syntax_is_501_and_disconnects(ready, queue, line):
     assert session.closed and mails == [] and queue.messages == []
 
 
-def test_bdat_over_databytes_is_552_at_last(ready, queue):
-    """A BDAT message over ``databytes``: the chunks get 250, the LAST one ``552 5.3.4``; nothing is queued
-    and the transaction is over (the next MAIL is 250)."""
+def test_bdat_over_databytes_is_552_at_the_chunk_that_crosses_it(ready, queue):
+    """RFC 3030 2: the chunk that takes the message over ``databytes`` gets ``552 5.3.4`` once its octets
+    are read, not only LAST; the transaction is over (a further BDAT is ``503``, the next MAIL ``250``)."""
     session = ready(config={"databytes": "100"})
     chunk = b"Subject: x\r\n\r\n" + b"y" * 60 + b"\r\n"
-    replies = session.send(bdat(chunk, last=False) + bdat(chunk))
+    replies = session.send(bdat(chunk, chunk, last=False))
     assert codes(replies) == [(250, "2.0.0"), (552, "5.3.4")]
+    assert session.transaction.sender is None
+    assert codes(session.send(bdat(b"more\r\n"))) == [(503, "5.5.1")]
     assert queue.messages == []
     assert codes(session.command("MAIL FROM:<a@b.test>")) == [(250, "2.1.0")]
+
+
+def test_bdat_open_line_counts_toward_databytes(ready, queue):
+    """A chunk ending inside a line is over ``databytes`` if what it brought is: the open line is counted."""
+    session = ready(config={"databytes": "100"})
+    assert codes(session.send(bdat(b"Subject: x\r\n\r\n" + b"y" * 200, last=False))) == [(552, "5.3.4")]
+
+
+def test_bdat_over_databytes_is_refused_over_a_socket(live_server, tmp_path):
+    """The same over TCP: ``250`` for the first chunk, ``552 5.3.4`` for the one that crosses the limit (the
+    client learns it before sending the rest), ``503`` for the next; nothing is delivered."""
+    server = live_server(config={"databytes": "1000"})
+    with closing(RawClient(server.address)) as client:
+        assert client.reply().code == 220
+        for line in ("EHLO client.test", "MAIL FROM:<a@b.test>", "RCPT TO:<u@example.com>"):
+            assert client.command(line).code == 250
+        client.send(bdat(b"Subject: x\r\n\r\n" + b"a" * 500 + b"\r\n", b"b" * 600 + b"\r\n", last=False))
+        assert codes([client.reply(), client.reply()]) == [(250, "2.0.0"), (552, "5.3.4")]
+        client.send(bdat(b"c\r\n"))
+        assert codes([client.reply()]) == [(503, "5.5.1")]
+        assert client.command("QUIT").code == 221
+    assert list((tmp_path / "Maildir" / "new").iterdir()) == []
 
 
 def test_bdat_message_of_exactly_databytes_is_accepted(ready, queue):
@@ -308,32 +334,102 @@ def test_bdat_message_of_exactly_databytes_is_accepted(ready, queue):
     assert len(queue.messages) == 1
 
 
-def test_bdat_long_line_is_552_without_binarymime(ready, queue):
-    """A line over 1000 octets in a BDAT message: ``552 5.6.0`` at LAST, as for DATA."""
+@pytest.mark.parametrize("split", [None, 971, 4096, 65537])
+def test_bdat_long_line_is_accepted_whole_by_default(ready, queue, split):
+    """Without ``max_line_length`` a 100,000-octet line in a BDAT message is stored as one line,
+    however the chunks cut it (971 puts a chunk end between its CR and LF)."""
+    line = b"z" * 99998 + b"\r\n"
+    message = b"Subject: x\r\n\r\n" + line + b"end\r\n"
+    chunks = [message] if split is None else [message[i:i + split] for i in range(0, len(message), split)]
     session = ready()
+    assert codes(session.send(bdat(*chunks)))[-1] == (250, "2.0.0")
+    assert queue.messages == [message.replace(b"\r\n", b"\n")]
+
+
+def test_bdat_long_line_is_552_in_strict_mode(ready, queue):
+    """``max_line_length 1000``: a line over 1000 octets in a BDAT message is ``552 5.6.0`` at LAST, as in DATA."""
+    session = ready(config={"max_line_length": "1000"})
     assert codes(session.send(bdat(b"Subject: x\r\n\r\n" + b"z" * 1200 + b"\r\n"))) == [(552, "5.6.0")]
     assert queue.messages == []
 
 
+def test_bdat_adds_no_dot(ready, queue):
+    """RFC 3030: BDAT has no dot transparency.  A line of 1000 octets that starts with a dot is within the
+    strict limit (no dot added to count), and every dot is stored as sent."""
+    line = b"." + b"d" * 997 + b"\r\n"
+    assert len(line) == 1000
+    message = b"Subject: x\r\n\r\n" + line + b"..\r\n.\r\n"
+    for cut in (1, 14, 15, 16, 1015):
+        session = ready(config={"max_line_length": "1000"})
+        assert codes(session.send(bdat(message[:cut], message[cut:]))) == [(250, "2.0.0")] * 2, cut
+        assert queue.messages[-1] == message.replace(b"\r\n", b"\n"), cut
+
+
+def test_bdat_line_that_never_ends_keeps_memory_bounded(ready, queue):
+    """Megabytes of a chunk without a LF: stored in pieces, the chunk receiver's buffer stays within one piece."""
+    session = ready()
+    session.send(b"BDAT %d LAST\r\nSubject: x\r\n\r\n" % (14 + 41 * 65536))
+    for _ in range(40):
+        assert session.send(b"q" * 65536) == []
+        assert len(session.session._chunk._buffer) <= PIECE
+    assert codes(session.eof()) == [(451, "4.3.0")]
+
+
 def test_binarymime_needs_bdat_and_has_no_line_limit(ready, queue):
-    """``BODY=BINARYMIME``: DATA is ``503 5.6.1`` (RFC 3030 3), BDAT is the way, and long lines are fine."""
-    session = ready(mail="MAIL FROM:<a@b.test> BODY=BINARYMIME")
+    """``BODY=BINARYMIME``: DATA is ``503 5.6.1`` (RFC 3030 3), BDAT is the way, and long lines are fine
+    even in strict mode."""
+    session = ready(config={"max_line_length": "1000"}, mail="MAIL FROM:<a@b.test> BODY=BINARYMIME")
     [reply] = session.command("DATA")
     assert (reply.code, reply.status) == (503, "5.6.1")
     message = b"Subject: x\r\nContent-Transfer-Encoding: binary\r\n\r\n" + b"\x01" * 5000 + b"\r\n"
     assert codes(session.send(bdat(message[:100], message[100:]))) == [(250, "2.0.0")] * 2
-    assert queue.messages == [message.replace(b"\r\n", b"\n")]
+    assert queue.messages == [message]
 
 
-def test_binarymime_line_over_the_memory_bound_is_552(ready, queue):
-    """BINARYMIME lines have no length limit, but the receiver holds at most 1 MiB of one line in memory:
-    beyond that the message is ``552 5.6.0`` naming that bound, not the 1000-octet text-line limit."""
+# Every octet value, lone CR and LF, CRLF.CRLF, a dot line, NUL and 8-bit bytes: a binary body.
+BINARY_BODY = (bytes(range(256)) + b"\rlone CR\nlone LF\r\n.\r\n..\r\n\r\r\n\n\r" + bytes(range(255, -1, -1)) * 3
+               + b"\r\n.\r\nno line end\r")
+BINARY_MESSAGE = b"Subject: binary\r\nContent-Type: application/octet-stream\r\n\r\n" + BINARY_BODY
+
+
+def binary_chunks(message):
+    """The message cut at every CR and LF (so CRs end chunks and LFs start them) and in 100-octet pieces."""
+    cuts = sorted({0, len(message)} | {i for i in range(len(message)) if message[i] in b"\r\n"}
+                  | {i + 1 for i in range(len(message)) if message[i] == 13} | set(range(0, len(message), 100)))
+    return [message[a:b] for a, b in zip(cuts, cuts[1:])]
+
+
+def test_binarymime_body_is_carried_byte_exact(ready, queue):
+    """A BINARYMIME message in many chunks (split at every CR and LF): the queue gets it exactly as sent."""
     session = ready(mail="MAIL FROM:<a@b.test> BODY=BINARYMIME")
-    chunk = b"\x01" * (1 << 20) + b"\x02" * 10
-    *chunks, reply = session.send(bdat(b"Subject: x\r\n\r\n", chunk, last=False) + bdat(b"\r\n"))
-    assert codes(chunks) == [(250, "2.0.0")] * 2
-    assert (reply.code, reply.text) == (552, "5.6.0 Message has a line longer than 1048576 octets (RFC 5321 4.5.3.1.6)")
-    assert queue.messages == []
+    chunks = binary_chunks(BINARY_MESSAGE)
+    assert codes(session.send(bdat(*chunks))) == [(250, "2.0.0")] * len(chunks)
+    assert queue.messages == [BINARY_MESSAGE]
+    session = ready(mail="MAIL FROM:<a@b.test> BODY=BINARYMIME")
+    for n in range(len(BINARY_MESSAGE)):
+        session.send(bdat(BINARY_MESSAGE[n:n + 1], last=n == len(BINARY_MESSAGE) - 1))
+    assert queue.messages[-1] == BINARY_MESSAGE
+
+
+def test_binarymime_over_a_socket_reaches_the_maildir_byte_exact(live_server, tmp_path):
+    """BDAT with ``BODY=BINARYMIME`` over TCP, in several chunks: the Maildir file holds the client's header
+    and body octet for octet (after our Return-Path, Delivered-To and Received lines, CRLF-ended too)."""
+    server = live_server()
+    with closing(RawClient(server.address)) as client:
+        assert client.reply().code == 220
+        assert "BINARYMIME" in client.command("EHLO client.test").lines
+        for line in ("MAIL FROM:<a@b.test> BODY=BINARYMIME", "RCPT TO:<u@example.com>"):
+            assert client.command(line).code == 250
+        chunks = binary_chunks(BINARY_MESSAGE)
+        client.send(bdat(*chunks))
+        assert codes([client.reply() for _ in chunks]) == [(250, "2.0.0")] * len(chunks)
+        assert client.command("QUIT").code == 221
+    [delivered] = list((tmp_path / "Maildir" / "new").iterdir())
+    stored = delivered.read_bytes()
+    assert stored.startswith(b"Return-Path: <a@b.test>\r\nDelivered-To: u@example.com\r\nReceived: from ")
+    assert stored.endswith(b"\r\n" + BINARY_MESSAGE)
+    head = stored[:-len(BINARY_MESSAGE)]
+    assert b"\n" not in head.replace(b"\r\n", b"")
 
 
 def test_rset_in_the_middle_of_bdat_discards(ready, queue):

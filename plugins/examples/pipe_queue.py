@@ -6,7 +6,8 @@ Arguments::
 
 ``PROGRAM`` (a path, or a name looked up in ``PATH``) runs once per accepted
 message with the given arguments and the whole message (our headers, the
-``Received`` line included, then the body, LF line endings) on its standard
+``Received`` line included, then the body, LF line endings; a
+``BODY=BINARYMIME`` message exactly as received, CRLF) on its standard
 input; the envelope is in its environment as ``SENDER`` and ``RECIPIENTS``
 (space separated).  Exit status 0 means the message is safe and the client
 gets ``250 Queued``; any other status, or a program that cannot be started,

@@ -32,7 +32,9 @@ and answers ``451 4.3.0``, so the client's retry cannot duplicate a copy.
 The fsync calls run in gevent's thread pool: a slow disk delays this session
 only, never the others.
 Each file starts with ``Return-Path`` and one ``Delivered-To`` per recipient
-of that maildir; the message follows byte for byte, with LF line ends.
+of that maildir; the message follows byte for byte, with LF line ends.  A
+``BODY=BINARYMIME`` message has no LF form that keeps its octets: it is
+written exactly as received, CRLF line ends (those of the added lines too).
 
 Config files: ``me`` (for recipients without a domain).
 """
@@ -144,8 +146,9 @@ def write_tmp(self, transaction, maildir, addresses, made):
     made.append((tmp_path, new_path))
     with os.fdopen(fd, "wb") as handle:
         os.fchmod(fd, self.file_mode)  # the umask may have taken bits away
-        head = "Return-Path: %s\n" % transaction.sender.format()
-        head += "".join("Delivered-To: %s\n" % address for address in addresses)
+        newline = "\r\n" if transaction.binary else "\n"
+        head = "Return-Path: %s%s" % (transaction.sender.format(), newline)
+        head += "".join("Delivered-To: %s%s" % (address, newline) for address in addresses)
         handle.write(head.encode("utf-8", "surrogateescape"))
         for block in transaction.message_blocks():
             handle.write(block)
