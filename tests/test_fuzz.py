@@ -388,16 +388,14 @@ class Stored:
 class Harness:
     """One daemon per bare_newline and max_line_length setting, its queue captured, MAIL parameters recorded."""
 
-from conftest import with_dsn
-
     def __init__(self, tmp_path, normalize, strict):
-        config = {"rcpthosts": ["example.com"], "databytes": str(DATABYTES), "max_rcpt": str(MAX_RCPT)}
+        config = with_dsn({"rcpthosts": ["example.com"], "databytes": str(DATABYTES), "max_rcpt": str(MAX_RCPT)})
         if normalize:
             config["bare_newline"] = "normalize"
         if strict:
             config["max_line_length"] = str(DATA_LINE_LIMIT)
         name = "%s-%s" % ("normalize" if normalize else "reject", "strict" if strict else "any")
-        self.smtpd = make_smtpd(tmp_path / name, plugins=["rcpt_ok"], config=config)
+        self.smtpd = make_smtpd(tmp_path / name, plugins=["rcpt_ok", "dsn_queue"], config=config)
         self.queued = []
         self.mail_params = []
         probe = TestSession(self.smtpd, greet=False)
