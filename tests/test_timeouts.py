@@ -1,9 +1,13 @@
 """Every wait on a client is bounded: idle, DATA and whole-session timeouts fire every time, writes too."""
+import os
+import socket
+import subprocess
+import sys
 import time
 
 import pytest
 
-from qpgevent.testing import RawClient
+from qpgevent.testing import ROOT, RawClient, wait_for, write_config
 
 
 def idle_wave(server, count=4):
@@ -69,3 +73,64 @@ def test_session_limit_after_earlier_timeouts(live_server):
         assert client.read_to_eof(5) == b""
     finally:
         client.close()
+
+
+def flood(address, seconds=3.0, commands=20000):
+    """A client with a tiny receive buffer that pipelines NOOPs and never reads; returns its socket."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+    sock.connect(address)
+    sock.setblocking(False)
+    pending = memoryview(b"NOOP\r\n" * commands)
+    deadline = time.monotonic() + seconds
+    while pending and time.monotonic() < deadline:
+        try:
+            pending = pending[sock.send(pending):]
+        except BlockingIOError:
+            time.sleep(0.01)  # the server has stopped reading: it is blocked on us
+    return sock
+
+
+def test_client_that_never_reads_is_closed_within_the_timeout(live_server):
+    """A client that floods pipelined commands and never reads its replies: the server's write is bounded by
+    `timeout`, so it drops the client after a few seconds and serves others all along."""
+    server = live_server(config={"timeout": "2"})
+    sock = flood(server.address)
+    try:
+        started = time.monotonic()
+        other = RawClient(server.address, timeout=5)  # served while the flooder is stuck
+        assert other.reply().code == 220
+        assert other.command("NOOP").code == 250
+        other.close()
+        assert wait_for(lambda: "client went away while we wrote" in server.log, 8), server.log[-2000:]
+        assert time.monotonic() - started < 8
+    finally:
+        sock.close()
+    idle_wave(server, 2)  # and its timeouts still work afterwards
+
+
+def test_inetd_client_that_never_reads_is_dropped(tmp_path):
+    """bin/qpsmtpd on pipes: a client that sends thousands of NOOPs and never reads stdout; the process
+    ends within a few seconds of `timeout` instead of blocking in a write for ever."""
+    config = write_config(tmp_path / "config", {"me": "mx.test", "timeout": "2", "plugins": ["rcpt_ok"]})
+    process = subprocess.Popen([sys.executable, str(ROOT / "bin" / "qpsmtpd"), "--config-dir", str(config), "-H"],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                               env=dict(os.environ, TCPREMOTEIP="127.0.0.1"))
+    try:
+        os.set_blocking(process.stdin.fileno(), False)
+        pending = memoryview(b"NOOP\r\n" * 100000)
+        deadline = time.monotonic() + 3
+        while pending and time.monotonic() < deadline and process.poll() is None:
+            try:
+                pending = pending[os.write(process.stdin.fileno(), pending):]
+            except BlockingIOError:
+                time.sleep(0.01)
+            except BrokenPipeError:
+                break
+        started = time.monotonic()
+        process.wait(timeout=10)
+        assert time.monotonic() - started < 8
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
