@@ -76,7 +76,7 @@ class SocketTransport:
         self._drained = True  # the last read emptied the kernel's buffer: the next one would find nothing
 
     def write(self, data: bytes) -> None:
-        """Send ``data``; TimeoutError when the client takes none of it for ``timeout`` seconds."""
+        """Send ``data``; TimeoutError when the client has not taken it all within ``timeout`` seconds."""
         if self._wait_first:
             # A plain gevent socket: one send() that never waits nearly always
             # takes a whole reply, with no deadline to arm.
@@ -203,7 +203,7 @@ class StdioTransport:
         self.tls = self.socket = handshake(self.socket, context, timeout)
 
     def write(self, data: bytes) -> None:
-        """Write all of ``data``; TimeoutError when the client takes none of it for ``timeout`` seconds."""
+        """Write all of ``data``; TimeoutError when the client has not taken it all within ``timeout`` seconds."""
         if self.tls is not None:
             self.tls.settimeout(self.timeout)
             try:
@@ -212,13 +212,17 @@ class StdioTransport:
                 raise TimeoutError from None
             return
         view = memoryview(data)
+        deadline = None
         while view:
             try:
                 view = view[os.write(self.write_fd, view):]
             except BlockingIOError:
-                _, writable, _ = _select.select([], [self.write_fd], [], self.timeout)
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + self.timeout
+                _, writable, _ = _select.select([], [self.write_fd], [], max(deadline - now, 0.0))
                 if not writable:
-                    raise TimeoutError("the client took no data for %g s" % self.timeout) from None
+                    raise TimeoutError("the client read no reply for %g s" % self.timeout) from None
 
     def recv(self, size: int, timeout: Optional[float]) -> bytes:
         if timeout is not None:
