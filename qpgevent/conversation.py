@@ -3,7 +3,8 @@
 The session (``qpgevent.smtp``) only turns bytes into replies; every wait on
 the client is here: the read timeouts (``timeout``, ``timeoutsmtpd``,
 ``max_session_seconds``) and a stop asked for by the server, which the
-session's own greenlet carries out between commands, never inside a hook.
+session's own greenlet carries out while it waits for the client or once its
+hook has returned, never in the middle of one.
 """
 import time
 from typing import Any, Optional, Tuple
@@ -32,7 +33,6 @@ class Conversation:
         self.session = session
         self.transport = transport
         self.stopping = False
-        self.reading_command = False  # waiting for the client between commands: a stop may interrupt this
         self._timeouts: Optional[Tuple[float, float]] = None  # (commands, data) seconds
         self._deadline: Optional[float] = None  # time.monotonic() when max_session_seconds ends the session
 
@@ -48,13 +48,11 @@ class Conversation:
             session.feed(early)
         recv = self.transport.recv
         while not session.closed:
-            in_data = session.in_data()
-            if self.stopping and not in_data:
+            if self.stopping:  # set while a hook ran: its reply is out, now the 421
                 session.shutdown()
                 break
-            self.reading_command = not in_data
             try:
-                data = recv(65536, self.read_timeout(in_data))
+                data = recv(65536, self.read_timeout(session.in_data()))
             except ShuttingDown:
                 session.shutdown()
                 break
@@ -63,8 +61,6 @@ class Conversation:
                 break
             except OSError:
                 data = b""
-            finally:
-                self.reading_command = False
             if not data:
                 session.eof()
                 break
@@ -90,11 +86,10 @@ class Conversation:
             timeout = max(min(timeout, self._deadline - time.monotonic()), 0.001)
         return timeout
 
-    def stop(self, now: bool = False) -> None:
-        """Ask the session to end with ``421``: after the command (or hook) it is in, at once if it waits
-        for a command.  ``now`` also interrupts a message being received and a blocked write."""
+    def stop(self) -> None:
+        """End the session with ``421``: at once if it waits for its client (to read or to write), else
+        once the command or hook it is in has finished and its reply is out.  Call from any greenlet."""
         self.stopping = True
-        if now or self.reading_command:
-            interrupt = getattr(self.transport, "interrupt", None)
-            if interrupt is not None:
-                interrupt(ShuttingDown("the server is stopping"))
+        interrupt = getattr(self.transport, "interrupt", None)
+        if interrupt is not None:
+            interrupt(ShuttingDown("the server is stopping"))

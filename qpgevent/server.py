@@ -298,7 +298,7 @@ class Server:
         self.connections.join(timeout=grace)
         self.stopping = True
         for conversation in list(self.conversations):
-            conversation.stop(now=True)
+            conversation.stop()
         self.connections.join(timeout=FINISH_SECONDS)
 
 

@@ -3,8 +3,9 @@
 The session does no socket I/O of its own and never waits for the client:
 ``start()`` greets, ``feed(bytes)`` takes whatever the client sent (any split,
 any amount of pipelining) and ``eof()``/``timeout()``/``shutdown()`` end it;
-replies go to ``transport.write`` once per call.  ``qpgevent.conversation``
-reads from the client and drives it.  Hooks run inline: a plugin that blocks only blocks its own greenlet.
+replies go to ``transport.write`` once per call (every 100 replies at most).
+``qpgevent.conversation`` reads from the client and drives it.  Hooks run
+inline: a plugin that blocks only blocks its own greenlet.
 """
 import re
 import time

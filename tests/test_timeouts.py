@@ -134,3 +134,47 @@ def test_inetd_client_that_never_reads_is_dropped(tmp_path):
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_sweeper_goes_on_after_a_failing_round():
+    """An error in one sweep round is logged and the next round still ends waits that are over."""
+    import gevent
+    from qpgevent.transport import IdleSweeper
+
+    logged = []
+    sweeper = IdleSweeper(interval=0.05, log=logged.append)
+    schedule = sweeper._schedule
+    failures = [RuntimeError("one bad round")]
+
+    def failing_once(*args):
+        if failures:
+            raise failures.pop()
+        schedule(*args)
+    sweeper._schedule = failing_once
+
+    def waiter():
+        sweeper.waiting["transport"] = (time.monotonic(), gevent.getcurrent())
+        try:
+            gevent.sleep(5)
+        except TimeoutError:
+            return "timed out"
+        return "never woken"
+
+    sweeper.start()
+    try:
+        assert gevent.spawn(waiter).get(timeout=3) == "timed out"
+    finally:
+        sweeper._greenlet.kill()
+    assert "one bad round" in "".join(logged)
+
+
+def test_replies_to_a_flood_of_pipelined_commands_are_written_as_they_come(session_factory):
+    """Thousands of commands in one read: replies go out at most 100 at a time, so what waits for a client
+    that does not read is bounded whatever one read brought."""
+    session = session_factory(["rcpt_ok"])
+    writes = []
+    write = session.transport.write
+    session.transport.write = lambda data: (writes.append(data.count(b"\r\n")), write(data))
+    replies = session.send(b"NOOP\r\n" * 5000)
+    assert [reply.code for reply in replies] == [250] * 5000
+    assert max(writes) <= 100
