@@ -121,7 +121,8 @@ def hook_pre_connection(self, transaction, **args):
             return rc, message
     limit = self.max_conn_ip if self.max_conn_ip is not None else args.get("max_conn_ip") or 0
     if limit:
-        count = sum(1 for other in args.get("child_addrs") or () if other == ip)
+        # The server passes a per-address count (O(1)); a plain list of addresses works too.
+        count = (args.get("child_addrs") or []).count(ip)
         if count > limit:
             self.log(LOGINFO, "fail, too many connections from %s (%d > %d)" % (ip, count, limit))
             return DENYSOFT, "Sorry, too many connections from %s, try again later" % ip

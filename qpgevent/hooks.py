@@ -10,6 +10,7 @@ import gevent
 
 from . import metrics
 from .constants import DECLINED, DENY_CODES, LOGCRIT, RETURN_CODES
+from .transaction import PendingTransaction
 
 # Registration names in the order plugins' hook_* functions are registered.
 HOOKS: Tuple[str, ...] = (
@@ -114,7 +115,7 @@ class HookRegistry:
         hook_token = current_hook.set(hook)
         try:
             result = NO_PLUGIN
-            transaction = getattr(session, "transaction", None)
+            transaction = getattr(session, "hook_transaction", None)
             for callback in callbacks:
                 result = self._call(session, hook, transaction, callback, args, params)
                 if hook not in ("deny", "ok", "logging") and (self.callbacks.get("deny") or self.callbacks.get("ok")):
@@ -163,6 +164,8 @@ class HookRegistry:
         if normalised is None:
             self._fail(session, hook, name, "returned %r, which is not a return code" % (value,))
         rc, messages = normalised
+        if transaction.__class__ is PendingTransaction:
+            transaction = transaction.made
         if transaction is not None and isinstance(transaction.notes.get(name), dict):
             transaction.notes[name].setdefault(method_name(hook), {})["return"] = rc
         return HookResult(rc, messages, name)

@@ -7,6 +7,7 @@ from typing import List, Optional
 
 from . import replies as R
 from .connection import Connection
+from .conversation import Conversation
 from .errors import ConfigError
 from .replies import format_reply
 from .server import reverse_lookup
@@ -52,5 +53,5 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 78
     session = Session(smtpd, transport, peer_connection(transport, not options.no_rdns))
     session.env = {name: os.environ[name] for name in UCSPI if name in os.environ}
-    session.run(transport)
+    Conversation(session, transport).run()
     return 0

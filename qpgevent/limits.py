@@ -36,7 +36,7 @@ import collections
 import mmap
 import struct
 import zlib
-from typing import Dict, List, Optional
+from typing import Dict, Iterator, List, Optional
 
 from . import replies as R
 
@@ -68,6 +68,42 @@ class SharedCounters:
         self.memory[start:start + REGION_WORDS * WORD] = bytes(REGION_WORDS * WORD)
 
 
+class SessionAddresses:
+    """The remote address of every open session: the ``pre-connection`` hook's ``child_addrs``.
+
+    A live view of a per-address count kept by the server, so an accept costs
+    O(1) however many sessions are open: ``count(ip)`` and ``ip in`` are O(1)
+    (hosts_allow's ``max_conn_ip`` asks ``count``); iterating, as a plugin
+    ported line by line from qpsmtpd does, yields each address once per session.
+    """
+
+    __slots__ = ("_counts",)
+
+    def __init__(self, counts: Dict[str, int]) -> None:
+        self._counts = counts
+
+    def count(self, ip: str) -> int:
+        """Open sessions from ``ip`` (the one being accepted included)."""
+        return self._counts.get(ip, 0)
+
+    def __contains__(self, ip: object) -> bool:
+        return ip in self._counts
+
+    def __bool__(self) -> bool:
+        return bool(self._counts)
+
+    def __iter__(self) -> Iterator[str]:
+        for ip, count in list(self._counts.items()):
+            for _ in range(count):
+                yield ip
+
+    def __len__(self) -> int:
+        return sum(self._counts.values())
+
+    def __repr__(self) -> str:
+        return "<SessionAddresses %r>" % dict(self._counts)
+
+
 class ConnectionLimits:
     """Counts sessions, in all and per remote address, and says when one more is too many.
 
@@ -85,6 +121,7 @@ class ConnectionLimits:
         self.per_ip = per_ip
         self.active = 0
         self.by_ip: Dict[str, int] = collections.Counter()
+        self.addresses = SessionAddresses(self.by_ip)
         self.own: Optional[memoryview] = None
         self.others: List[memoryview] = []
         if counters is not None and slot is not None:

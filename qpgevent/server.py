@@ -26,6 +26,7 @@ from gevent.server import StreamServer
 
 from . import metrics
 from .connection import Connection
+from .conversation import Conversation
 from .constants import LOGERROR, LOGINFO, LOGNOTICE, LOGWARN
 from .errors import ConfigError
 from .hooks import HOOKS
@@ -41,6 +42,7 @@ DEFAULT_PORT = 2525
 SMTPS_PORT = 465
 PROXY_TIMEOUT = 10.0  # seconds a trusted proxy has to send its header
 HEARTBEAT_INTERVAL = 1.0  # seconds between a worker's heartbeats to the master
+FINISH_SECONDS = 4.0  # after the graceful timeout, for sessions to end their hook and say 421 (master.KILL_GRACE is 5)
 EX_CONFIG = 78  # sysexits.h: the configuration is broken
 
 
@@ -203,11 +205,12 @@ class Server:
         # A worker's counts go to its slot of the master's shared counters: -c and -m hold over all workers.
         self.limits = ConnectionLimits(options.limit_connections, options.max_from_ip, counters, slot)
         self.listeners: List[StreamServer] = []
-        self.sessions: set = set()
+        self.conversations: set = set()
+        self.stopping = False
         # Every connection's greenlet, from the accept on: one accepted just
         # before a stop, not yet a session, still gets served.
         self.connections = Pool()
-        self.sweeper = IdleSweeper()
+        self.sweeper = IdleSweeper(log=lambda message: self.smtpd.log(LOGERROR, message))
 
     def bind(self) -> None:
         self.serve_on(bind_listeners(self.options))
@@ -267,7 +270,7 @@ class Server:
         self.limits.enter(ip)
         metrics.session_opened()
         transport = SocketTransport(sock, self.sweeper)
-        session = None
+        session = conversation = None
         try:
             host = None if self.options.no_rdns else reverse_lookup(ip)
             connection = Connection(ip, port, local[0], local[1], remote_host=host)
@@ -276,27 +279,34 @@ class Server:
             if proxied_tls is not None:  # the proxy ended TLS for us: the client did speak TLS
                 connection.notes.update(tls_enabled=True, tls_version=proxied_tls or "TLS", tls_via_proxy=True)
             session = Session(smtpd, transport, connection)
-            self.sessions.add(session)
+            conversation = Conversation(session, transport)
+            conversation.stopping = self.stopping  # accepted just before a stop: greeted, then told 421
+            self.conversations.add(conversation)
             if LOGINFO <= smtpd.log_threshold:
                 session.log(LOGINFO, "connection from %s port %s" % (ip, port))
-            # Only a pre-connection plugin reads child_addrs; building it for every session is O(sessions).
-            session.run(transport, early, max_conn_ip=self.limits.per_ip,
-                        child_addrs=list(self.limits.by_ip.elements()) if smtpd.registry.has("pre-connection") else [])
+            conversation.run(early, max_conn_ip=self.limits.per_ip, child_addrs=self.limits.addresses)
         except Exception:
             smtpd.log(LOGERROR, "session crashed:\n" + traceback.format_exc(), session=session)
         finally:
-            self.sessions.discard(session)
+            self.conversations.discard(conversation)
             self.limits.leave(ip)
             metrics.session_closed()
             transport.close()
 
     def stop(self, grace: float = 30.0) -> None:
-        """Stop accepting, give connections ``grace`` seconds, then tell the remaining sessions 421."""
+        """Stop accepting, give connections ``grace`` seconds, then have the remaining sessions say 421.
+
+        Each session says it from its own greenlet: one waiting for a command
+        at once, one inside a hook (a delivery, say) once the hook has
+        returned and its reply is out; ``FINISH_SECONDS`` bound that.
+        """
         for listener in self.listeners:
             listener.close()
         self.connections.join(timeout=grace)
-        for session in list(self.sessions):
-            session.shutdown()
+        self.stopping = True
+        for conversation in list(self.conversations):
+            conversation.stop()
+        self.connections.join(timeout=FINISH_SECONDS)
 
 
 def listen_backlog(limit_connections: int) -> int:
@@ -466,7 +476,7 @@ def run_worker(options: argparse.Namespace, listeners: List[Listener], heartbeat
     server.start()
     beats = gevent.spawn(send_heartbeats, heartbeat, master, stopping.set)
     stopping.wait()
-    smtpd.log(LOGINFO, "worker stopping: %d sessions to finish" % len(server.sessions))
+    smtpd.log(LOGINFO, "worker stopping: %d sessions to finish" % len(server.conversations))
     server.stop(options.graceful_timeout)
     beats.kill()
     return 0

@@ -1,12 +1,13 @@
 """One SMTP session (RFC 5321): bytes in, replies out, plugins run at every phase.
 
-The session does no socket I/O of its own.  ``start()`` greets, ``feed(bytes)``
-takes whatever the client sent (any split, any amount of pipelining) and
-``eof()``/``timeout()`` end it; replies go to ``transport.write`` once per
-call.  Hooks run inline: a plugin that blocks only blocks its own greenlet.
+The session does no socket I/O of its own and never waits for the client:
+``start()`` greets, ``feed(bytes)`` takes whatever the client sent (any split,
+any amount of pipelining) and ``eof()``/``timeout()``/``shutdown()`` end it;
+replies go to ``transport.write`` once per call (every 100 replies at most).
+``qpgevent.conversation`` reads from the client and drives it.  Hooks run
+inline: a plugin that blocks only blocks its own greenlet.
 """
 import re
-import time
 import traceback
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
@@ -26,9 +27,10 @@ from .data import ChunkReceiver, DataReceiver
 from .errors import Disconnect
 from .hooks import HookResult, PluginFailure, normalise
 from .replies import Reply, format_reply, match_class, split_lines, status_for
-from .transaction import Transaction
+from .transaction import PendingTransaction, Transaction
 
 MAX_COMMAND_LINE = 512  # RFC 5321 4.5.3.1.4, CRLF included
+MAX_QUEUED_REPLIES = 100  # replies held before they are written, however many commands one read brought
 _VERB = re.compile(r"\w{1,12}\Z")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
@@ -61,8 +63,6 @@ class Session(AuthCommands, ChunkingCommands):
         self._chunk: Optional[ChunkReceiver] = None
         self._chunk_last = False
         self._chunk_error: Optional[tuple] = None  # (reply or None, messages, hang up?) for a BDAT we read but refuse
-        self._timeouts: Optional[tuple] = None  # (commands, data) seconds, see read_timeout
-        self._session_deadline: Optional[float] = None  # time.monotonic() when max_session_seconds ends it
         self._input_reset = False  # STARTTLS: drop whatever the client sent before the handshake
         self._buffer = bytearray()
         self._out: List[bytes] = []
@@ -92,6 +92,7 @@ class Session(AuthCommands, ChunkingCommands):
             self._refuse_connection(self.run_hooks("pre-connection", params=params),
                                     R.PRECONNECT_DENY, R.PRECONNECT_DENYSOFT)
             result = self.run_hooks("connect")
+            self._input_reset = False  # implicit TLS started here: nothing was read yet, nothing to drop
             self._refuse_connection(result, R.CONNECT_DENY, R.CONNECT_DENYSOFT)
             if result.rc != DONE:
                 self.respond(220, self.greeting(), status=None)
@@ -164,66 +165,23 @@ class Session(AuthCommands, ChunkingCommands):
         self.disconnect()
         self.flush()
 
-    def timeout(self) -> None:
+    def timeout(self, session_too_long: bool = False) -> None:
         """The client said nothing for ``timeout`` seconds, or the session reached ``max_session_seconds``."""
-        over = self._session_deadline is not None and time.monotonic() >= self._session_deadline
-        self.ended_by = "max_session_seconds" if over else "timeout"
-        self.reply(R.SESSION_TOO_LONG if over else R.TIMEOUT)
+        self.ended_by = "max_session_seconds" if session_too_long else "timeout"
+        self.reply(R.SESSION_TOO_LONG if session_too_long else R.TIMEOUT)
         self.disconnect()
         self.flush()
 
     def shutdown(self) -> None:
         """The server is stopping: tell the client and end the session."""
+        self.ended_by = "shutdown"
         self.reply(R.SHUTDOWN)
         self.disconnect()
         self.flush()
 
-    def read_timeout(self) -> float:
-        """Seconds to wait for the client: ``timeoutsmtpd`` or ``timeout`` for commands, ``timeout`` in DATA.
-
-        Never past ``max_session_seconds`` (counted from the first read; 0 or
-        absent: no limit), which bounds a client that sends just enough, just
-        in time, to keep its slot for ever.  Read once per session: they are
-        asked before every read.
-        """
-        if self._timeouts is None:
-            def seconds(value: Optional[str], default: float = 300.0) -> float:
-                try:
-                    return float(value or default)
-                except ValueError:
-                    return default
-            data = seconds(self.config("timeout"))
-            self._timeouts = (seconds(self.config("timeoutsmtpd") or str(data)), data)
-            limit = seconds(self.config("max_session_seconds"), 0.0)
-            if limit > 0:
-                self._session_deadline = time.monotonic() + limit
-        in_data = self.receiver is not None or self._chunk_left
-        timeout = self._timeouts[1 if in_data else 0]
-        if self._session_deadline is not None:
-            timeout = max(min(timeout, self._session_deadline - time.monotonic()), 0.001)
-        return timeout
-
-    def run(self, transport: Any, early: bytes = b"", **pre_connection: Any) -> None:
-        """Serve the whole conversation over ``transport`` (anything with ``recv(size, timeout)``).
-
-        ``early`` is what the client sent before the session started (after a PROXY header).
-        """
-        self.start(**pre_connection)
-        del pre_connection  # not kept for the session's lifetime: child_addrs can be long
-        if early and not self.closed:
-            self.feed(early)
-        while not self.closed:
-            try:
-                data = transport.recv(65536, self.read_timeout())
-            except TimeoutError:
-                self.timeout()
-                break
-            except OSError:
-                data = b""
-            if not data:
-                self.eof()
-                break
-            self.feed(data)
+    def in_data(self) -> bool:
+        """True while a message is being received (DATA or BDAT): the ``timeout`` for data applies."""
+        return self.receiver is not None or self._chunk_left > 0
 
     # -- output -----------------------------------------------------------------
     def respond(self, code: int, *lines: str, status: Any = "default") -> None:
@@ -256,8 +214,11 @@ class Session(AuthCommands, ChunkingCommands):
     def _emit(self, wire: bytes) -> None:
         if LOGINFO <= self.smtpd.log_threshold:
             self.log(LOGINFO, wire.decode("utf-8", "replace").rstrip("\r\n").replace("\r\n", "\n"))
-        self._out.append(wire)
+        out = self._out
+        out.append(wire)
         self._last_reply = wire
+        if len(out) >= MAX_QUEUED_REPLIES:
+            self.flush()  # a client that pipelines without reading waits on its own replies, not our memory
 
     def flush(self) -> None:
         """Write every queued reply in one write."""
@@ -318,6 +279,12 @@ class Session(AuthCommands, ChunkingCommands):
     @transaction.setter
     def transaction(self, value: Transaction) -> None:
         self._transaction = value
+
+    @property
+    def hook_transaction(self) -> Any:
+        """What hooks get as ``transaction``: the current one, or a stand-in that makes it when a plugin uses it."""
+        transaction = self._transaction
+        return transaction if transaction is not None else PendingTransaction(self)
 
     def reset_transaction(self) -> Transaction:
         """End the current transaction (``reset_transaction`` hook) and start a new one."""
@@ -594,7 +561,7 @@ class Session(AuthCommands, ChunkingCommands):
         if not self.connection.hello:
             self.reply(R.MAIL_NO_HELO)
             return
-        if self.transaction.sender is not None:
+        if self._transaction is not None and self._transaction.sender is not None:
             self.reply(R.MAIL_NESTED)
             return
         self.connection.notes["envelope_from"] = rest

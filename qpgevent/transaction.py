@@ -193,3 +193,30 @@ class Transaction:
                 except FileNotFoundError:
                     pass
         self._temp_paths = []
+
+
+class PendingTransaction:
+    """A hook's ``transaction`` while the session has none (before MAIL): the real one is made on first use.
+
+    Plugins written for qpsmtpd may touch ``transaction`` in any hook; most
+    never do before MAIL, and then an idle session holds no Transaction.
+    """
+
+    __slots__ = ("_session",)
+
+    def __init__(self, session: "object") -> None:
+        object.__setattr__(self, "_session", session)
+
+    @property
+    def made(self) -> Optional[Transaction]:
+        """The session's transaction if something has made it meanwhile, else None."""
+        return self._session._transaction
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._session.transaction, name)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        setattr(self._session.transaction, name, value)
+
+    def __repr__(self) -> str:
+        return "<transaction not made yet of %r>" % (self._session,)

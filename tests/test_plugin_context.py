@@ -3,7 +3,7 @@ the daemon while plugins load, and a clear error in a greenlet the plugin starte
 import gevent
 import pytest
 
-from qpgevent import LOGWARN, OK
+from qpgevent import LOGWARN
 from qpgevent.testing import TestSession, make_smtpd
 
 PLUGIN = '''

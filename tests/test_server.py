@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from qpgevent.testing import LiveServer, ROOT, free_port, read_reply, wait_for, write_config
+from qpgevent.testing import LiveServer, ROOT, RawClient, free_port, read_reply, wait_for, write_config
 
 
 
@@ -212,3 +212,49 @@ def test_sigusr1_reopens_log_files(live_server, tmp_path):
     time.sleep(0.2)
     send()
     assert wait_for(lambda: log.exists() and "Queued" in log.read_text())
+
+
+SLOW_QUEUE = '''
+import time
+
+from qpgevent import DECLINED
+
+
+def hook_queue(self, transaction):
+    time.sleep(2)  # a slow delivery (gevent's sleep: the process serves others meanwhile)
+    return DECLINED
+'''
+
+
+def test_sigterm_during_a_delivery_answers_250_then_421(live_server, tmp_path):
+    """SIGTERM while a queue hook is delivering, with a graceful timeout shorter than the delivery: the
+    session's own greenlet finishes the hook, the client gets its 250, then 421 4.3.2; the message is stored.
+    An idle client is told 421 4.3.2 at the end of the graceful timeout."""
+    server = live_server(plugins=["rcpt_ok", "slow_queue", "queue/maildir %s" % (tmp_path / "Maildir")],
+                         plugin_files={"slow_queue.py": SLOW_QUEUE}, args=["--graceful-timeout", "1"])
+    idle = RawClient(server.address)
+    client = RawClient(server.address)
+    try:
+        assert (idle.reply().code, idle.command("EHLO idle.test").code) == (220, 250)
+        assert client.reply().code == 220
+        for line, code in (("EHLO busy.test", 250), ("MAIL FROM:<a@example.org>", 250),
+                           ("RCPT TO:<b@example.com>", 250), ("DATA", 354)):
+            assert client.command(line).code == code
+        client.send(b"Subject: in flight\r\n\r\nbody\r\n.\r\n")
+        time.sleep(0.5)  # the queue hook is running
+        server.process.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        reply = client.reply()
+        assert (reply.code, reply.status) == (250, "2.0.0"), reply
+        reply = client.reply()
+        assert (reply.code, reply.status) == (421, "4.3.2"), reply
+        assert client.read_to_eof(5) == b""
+        reply = idle.reply()
+        assert (reply.code, reply.status) == (421, "4.3.2")
+        assert time.monotonic() - started < 5
+    finally:
+        client.close()
+        idle.close()
+    assert server.process.wait(10) == 0
+    [stored] = list((tmp_path / "Maildir" / "new").iterdir())
+    assert "Subject: in flight" in stored.read_text()

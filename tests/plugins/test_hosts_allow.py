@@ -5,6 +5,7 @@ import pytest
 
 from qpgevent import replies as R
 from qpgevent.errors import ConfigError
+from qpgevent.limits import ConnectionLimits
 from qpgevent.testing import TestSession, read_reply
 
 RULES = [
@@ -41,6 +42,20 @@ def test_at_the_limit_is_greeted(smtpd_factory):
     ts, replies = connect(smtpd, ip, max_conn_ip=2, child_addrs=[ip, "192.0.2.51", "192.0.2.51", ip])
     assert [r.code for r in replies] == [220]
     assert not ts.closed
+
+
+def test_limit_counted_from_the_servers_per_address_count(smtpd_factory):
+    """The server passes its per-address session count (no list of every session): the limit holds the same."""
+    smtpd = smtpd_factory(["hosts_allow"])
+    limits = ConnectionLimits(0, 0)
+    ip = "192.0.2.50"
+    for address in (ip, "192.0.2.51", ip):
+        limits.enter(address)
+    _, replies = connect(smtpd, ip, max_conn_ip=2, child_addrs=limits.addresses)
+    assert [r.code for r in replies] == [220]
+    limits.enter(ip)
+    _, replies = connect(smtpd, ip, max_conn_ip=2, child_addrs=limits.addresses)
+    assert [(r.code, r.status) for r in replies] == [(451, "4.7.1")]
 
 
 def test_no_limit_without_max_conn_ip(smtpd_factory):

@@ -298,6 +298,22 @@ def test_smtps_listener_greets_only_after_the_handshake(tls_server, tmp_path):
         assert plain.has_extn("starttls")
 
 
+def test_smtps_commands_pipelined_in_the_first_read_are_all_answered(tls_server):
+    """Implicit TLS: EHLO and NOOP sent in one write right after the handshake both get their reply
+    (the handshake made before the greeting drops nothing the client sends after it)."""
+    port = free_port()
+    server = tls_server(args=["--smtps-listen", "127.0.0.1:%d" % port])
+    client = RawClient(("127.0.0.1", port))
+    try:
+        client.sock = trusting(server).wrap_socket(client.sock, server_hostname="127.0.0.1")
+        assert client.reply().code == 220
+        client.send(b"EHLO x\r\nNOOP\r\n")
+        assert [client.reply().code, client.reply().code] == [250, 250]
+        assert client.command("QUIT").code == 221
+    finally:
+        client.close()
+
+
 def test_plaintext_client_on_smtps_port_gets_no_greeting(tls_server):
     """A plaintext client on the smtps port is never greeted: a silent one is dropped at the deadline,
     one that speaks first is dropped at once; neither sees an SMTP reply."""
