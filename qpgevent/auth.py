@@ -3,9 +3,8 @@
 Mixed into ``Session``.  The exchanges themselves (PLAIN, LOGIN, CRAM-MD5)
 are in ``sasl.py``; plugins check the credentials.
 """
+import time
 from typing import Any, Callable, List, Optional
-
-import gevent
 
 from . import metrics
 from . import replies as R
@@ -14,8 +13,8 @@ from .command import parse_words
 from .constants import DECLINED, DENY_DISCONNECT, DENYSOFT, DENYSOFT_DISCONNECT, DONE, LOGERROR, LOGINFO, OK
 from .errors import Disconnect
 from .hooks import HookResult, PluginFailure
+from .modes import MAX_AUTH_LINE, SaslAnswer
 
-MAX_AUTH_LINE = 12288  # RFC 4954 4: SASL responses may be this long
 
 
 class AuthCommands:
@@ -67,8 +66,8 @@ class AuthCommands:
             exchange = sasl.Exchange(mechanism, self.me)
             self._sasl_step(exchange, exchange.start(initial))
 
-    def _sasl_line(self, raw: bytes) -> None:
-        exchange, self._sasl = self._sasl, None
+    def sasl_answer(self, exchange: sasl.Exchange, raw: bytes) -> None:
+        """The client's line in answer to a challenge of ``exchange``."""
         if len(raw) > MAX_AUTH_LINE:
             self._sasl_step(exchange, sasl.TOO_LONG)
             return
@@ -80,7 +79,7 @@ class AuthCommands:
 
     def _sasl_step(self, exchange: sasl.Exchange, step: Any) -> None:
         if isinstance(step, sasl.Challenge):
-            self._sasl = exchange
+            self.mode = SaslAnswer(exchange)
             self.respond(334, step.text, status=None)
         elif step is sasl.CANCELLED:
             # Nothing was guessed, so there is nothing to slow down or count.
@@ -152,7 +151,7 @@ class AuthCommands:
             self.log(LOGERROR, "auth_failure_delay and auth_max_failures must be numbers of 0 or more; using 1 and 3")
             delay, limit = 1.0, 3
         if delay:
-            gevent.sleep(min(delay * self.auth_failures, 10.0))
+            time.sleep(min(delay * self.auth_failures, 10.0))  # cooperative: the server patches time
         answer()
         if limit and self.auth_failures >= limit:
             self.reply(R.AUTH_TOO_MANY)

@@ -1,7 +1,7 @@
 """BDAT (RFC 3030 CHUNKING and BINARYMIME): octet-counted message chunks.
 
-Mixed into ``Session``; the chunk bytes are read by ``Session.feed`` and
-handed over here.
+Mixed into ``Session``; a chunk's octets are read in the ``ChunkOctets``
+mode (``modes.py``) and handed over here.
 """
 import re
 from typing import Optional
@@ -10,6 +10,7 @@ from . import replies as R
 from .constants import DENY, DENY_DISCONNECT, DENYSOFT, DENYSOFT_DISCONNECT, DONE
 from .data import ChunkReceiver
 from .errors import Disconnect
+from .modes import ChunkOctets
 from .hooks import PluginFailure
 
 _BDAT = re.compile(r"(\d{1,15})(?: +(LAST))? *\Z", re.IGNORECASE)
@@ -24,17 +25,18 @@ class ChunkingCommands:
             # Without a size we cannot know where the chunk ends: the rest would be misread.
             self.reply(R.BDAT_SYNTAX)
             raise Disconnect
-        self._chunk_left = self._chunk_size = int(found.group(1))
-        self._chunk_last = found.group(2) is not None
+        octets = ChunkOctets(int(found.group(1)), found.group(2) is not None)
         if self._chunk is None:
             self._chunk_error = self._bdat_refusal()
             if self._chunk_error is None:
                 transaction = self.transaction
                 transaction.binary = (transaction.notes["mail_parameters"].get("body") or "").upper() == "BINARYMIME"
                 max_line = 0 if transaction.binary else self.smtpd.max_line_length
-                self._chunk = ChunkReceiver(transaction, self.databytes(), max_line, self._headers_end)
-        if not self._chunk_left:
-            self._end_chunk()
+                self._chunk = ChunkReceiver(transaction, self.databytes(), max_line, self.headers_end)
+        if octets.left:
+            self.mode = octets
+        else:
+            self.end_chunk(octets)
 
     def _bdat_refusal(self) -> Optional[tuple]:
         """Why the first chunk of a transaction is refused, or None.
@@ -60,22 +62,19 @@ class ChunkingCommands:
             return R.DATA_DENYSOFT, result.messages, rc == DENYSOFT_DISCONNECT
         return None
 
-    def _feed_chunk(self, buf: bytearray, position: int) -> int:
-        take = min(len(buf) - position, self._chunk_left)
-        self._chunk_left -= take
+    def chunk_data(self, data: bytes) -> None:
+        """Octets of the chunk being read; kept unless the transaction's chunks are being refused."""
         if self._chunk is not None and self._chunk_error is None:
-            self._chunk.feed(bytes(buf[position:position + take]))
-        if not self._chunk_left:
-            self._end_chunk()
-        return position + take
+            self._chunk.feed(data)
 
-    def _end_chunk(self) -> None:
+    def end_chunk(self, octets: ChunkOctets) -> None:
+        """A chunk has been read whole: acknowledge it, refuse it, or end the message at LAST."""
         if self._chunk_error is not None:
             reply, messages, hang_up = self._chunk_error
             self._chunk_error = self._chunk = None
             if reply is not None:
                 self.reply(reply, messages)
-            self._end_transaction()
+            self.end_transaction()
             if hang_up:
                 raise Disconnect
             return
@@ -83,14 +82,14 @@ class ChunkingCommands:
         # RFC 3030 2: a chunk that takes the message past databytes is refused
         # then, not only at LAST; the transaction ends with it.
         over_size = chunk.over_size()
-        if not (self._chunk_last or over_size):
-            self.reply(R.BDAT_OK, size=self._chunk_size)
+        if not (octets.last or over_size):
+            self.reply(R.BDAT_OK, size=octets.size)
             return
         self._chunk = None
         if not over_size:
             chunk.finish()
         try:
-            self._end_of_data(chunk.receiver)
+            self.end_of_data(chunk.receiver)
         except PluginFailure:
             self.reply(R.PLUGIN_FAILED)
-            self._end_transaction()
+            self.end_transaction()

@@ -13,19 +13,19 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from . import metrics
 from . import replies as R
-from . import sasl
 from . import summary
 from . import trace
 from .address import Address, AddressError
 from .command import ParseError, check_dsn_mail, check_dsn_rcpt, parse_path_command, parse_words
 from .connection import Connection
-from .constants import (DECLINED, DENY, DENY_DISCONNECT, DENYSOFT, DENYSOFT_DISCONNECT, DONE, LOGDEBUG,
-                        LOGERROR, LOGINFO, LOGNOTICE, OK)
-from .auth import MAX_AUTH_LINE, AuthCommands
+from .constants import DECLINED, DONE, LOGDEBUG, LOGERROR, LOGINFO, LOGNOTICE, OK
+from .auth import AuthCommands
 from .chunking import ChunkingCommands
 from .data import ChunkReceiver, DataReceiver
 from .errors import Disconnect
 from .hooks import HookResult, PluginFailure, normalise
+from .modes import COMMAND, MAX_AUTH_LINE, DataStream
+from .outcomes import outcome
 from .replies import Reply, format_reply, match_class, split_lines, status_for
 from .transaction import PendingTransaction, Transaction
 
@@ -38,7 +38,11 @@ _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 class Session(AuthCommands, ChunkingCommands):
     """The state of one client conversation, driven by the server or by tests.
 
-    AUTH (``auth.py``) and BDAT (``chunking.py``) are mixed in from their own modules.
+    One method per verb (``smtp_<verb>``); AUTH (``auth.py``) and BDAT
+    (``chunking.py``) are mixed in from their own modules.  What the next
+    input is (a command, message data, a BDAT chunk, an AUTH answer) is the
+    one ``mode`` object (``modes.py``); what a hook's return code makes the
+    session answer is the one table of ``outcomes.py``.
     """
 
     verbs: Dict[str, Callable] = {}
@@ -50,7 +54,7 @@ class Session(AuthCommands, ChunkingCommands):
         self.connection = connection
         self.socket = getattr(transport, "socket", None)
         self._transaction: Optional[Transaction] = None  # made when first needed: idle sessions stay small
-        self.receiver: Optional[DataReceiver] = None
+        self.mode: Any = COMMAND  # what the client's next bytes are (modes.py)
         self.closed = False
         self.command_counter = 0
         self.env: Dict[str, str] = {}
@@ -58,15 +62,12 @@ class Session(AuthCommands, ChunkingCommands):
         self.auth_mechanism: Optional[str] = None
         self.auth_failures = 0
         self._relay_before_auth = False
-        self._sasl: Optional[sasl.Exchange] = None  # an AUTH exchange waiting for the client's answer
-        self._chunk_left = 0  # BDAT octets still to read
+        # The message a transaction's BDAT chunks build, or why they are read and then refused
+        # ((reply or None, messages, hang up?)): both end with the transaction.
         self._chunk: Optional[ChunkReceiver] = None
-        self._chunk_last = False
-        self._chunk_error: Optional[tuple] = None  # (reply or None, messages, hang up?) for a BDAT we read but refuse
-        self._input_reset = False  # STARTTLS: drop whatever the client sent before the handshake
-        self._buffer = bytearray()
+        self._chunk_error: Optional[tuple] = None
+        self._buffer = bytearray()  # replaced, not emptied, by STARTTLS: see feed()
         self._out: List[bytes] = []
-        self._skip_line = False  # the rest of an overlong command line is being dropped
         self._ended = False
         self._greenlets: Optional[set] = None  # started by plugins with self.spawn: they end with the session
         # For the summary lines (summary.py): messages that reached their end, those we accepted,
@@ -89,12 +90,8 @@ class Session(AuthCommands, ChunkingCommands):
         params = dict(remote_ip=connection.remote_ip, remote_port=connection.remote_port,
                       local_ip=connection.local_ip, local_port=connection.local_port, **pre_connection)
         try:
-            self._refuse_connection(self.run_hooks("pre-connection", params=params),
-                                    R.PRECONNECT_DENY, R.PRECONNECT_DENYSOFT)
-            result = self.run_hooks("connect")
-            self._input_reset = False  # implicit TLS started here: nothing was read yet, nothing to drop
-            self._refuse_connection(result, R.CONNECT_DENY, R.CONNECT_DENYSOFT)
-            if result.rc != DONE:
+            self.answer("pre-connection", self.run_hooks("pre-connection", params=params))
+            if not self.answer("connect", self.run_hooks("connect")):
                 self.respond(220, self.greeting(), status=None)
         except PluginFailure:
             self.reply(R.PLUGIN_FAILED_DISCONNECT)
@@ -103,52 +100,24 @@ class Session(AuthCommands, ChunkingCommands):
             self.disconnect()
         self.flush()
 
-    def _refuse_connection(self, result: HookResult, deny: Reply, denysoft: Reply) -> None:
-        """Before the greeting every refusal ends the session, with or without ``_DISCONNECT``."""
-        if result.rc in (DENY, DENY_DISCONNECT):
-            self.reply(deny, result.messages)
-            raise Disconnect
-        if result.rc in (DENYSOFT, DENYSOFT_DISCONNECT):
-            self.reply(denysoft, result.messages)
-            raise Disconnect
-
     def feed(self, data: bytes) -> None:
-        """Process what the client sent; reply to every complete command in order."""
+        """Process what the client sent; reply to every complete command in order.
+
+        The mode in force takes what it can; a mode that neither moves on nor
+        hands over waits for more.  STARTTLS gives the session a new buffer:
+        what was read before the handshake is dropped with the old one, never
+        read as commands on the secure channel (CVE-2011-0411).
+        """
         buf = self._buffer
         buf += data
         position = 0
         try:
-            while not self.closed:
-                if self._chunk_left:
-                    position = self._feed_chunk(buf, position)
-                    if self._chunk_left:
-                        break
-                    continue
-                receiver = self.receiver
-                if receiver is not None:
-                    before = (position, receiver.in_header)
-                    position = self._feed_data(buf, position)
-                    if self.receiver is receiver and (position, receiver.in_header) == before:
-                        break  # waiting for the rest of a line
-                    continue
-                newline = buf.find(b"\n", position)
-                if newline < 0:
-                    if len(buf) - position > MAX_AUTH_LINE:
-                        self._line_too_long()
-                        position = len(buf)
+            while not self.closed and self._buffer is buf:
+                mode = self.mode
+                after = mode.feed(self, buf, position)
+                if after == position and self.mode is mode:
                     break
-                line = bytes(buf[position:newline + 1])
-                position = newline + 1
-                if self._skip_line:
-                    self._skip_line = False
-                    continue
-                if self._sasl is not None:
-                    self._guarded("auth", self._sasl_line, line)
-                else:
-                    self._command_line(line)
-                if self._input_reset:
-                    self._input_reset = False
-                    position = len(buf)
+                position = after
         except Disconnect:
             self.disconnect()
         finally:
@@ -158,9 +127,8 @@ class Session(AuthCommands, ChunkingCommands):
     def eof(self) -> None:
         """The client closed its side."""
         self.ended_by = self.ended_by or "eof"
-        if self.receiver is not None or self._chunk_left or self._chunk is not None:
-            self.receiver = self._chunk = None
-            self._chunk_left = 0
+        if self.mode.in_data or self._chunk is not None:
+            self.mode, self._chunk = COMMAND, None
             self.reply(R.DATA_INCOMPLETE)
         self.disconnect()
         self.flush()
@@ -181,7 +149,7 @@ class Session(AuthCommands, ChunkingCommands):
 
     def in_data(self) -> bool:
         """True while a message is being received (DATA or BDAT): the ``timeout`` for data applies."""
-        return self.receiver is not None or self._chunk_left > 0
+        return self.mode.in_data
 
     # -- output -----------------------------------------------------------------
     def respond(self, code: int, *lines: str, status: Any = "default") -> None:
@@ -230,6 +198,19 @@ class Session(AuthCommands, ChunkingCommands):
             except OSError as exc:
                 self.log(LOGINFO, "client went away while we wrote: %s" % exc)
                 self.closed = True
+
+    def answer(self, hook: str, result: HookResult, **fields: Any) -> bool:
+        """Answer ``result`` of ``hook`` as the outcome table says; True when that ends the command."""
+        row = outcome(hook, result.rc)
+        if row is None:
+            return False
+        if row.reply is not None:
+            self.reply(row.reply, result.messages if row.plugin_text else (), **fields)
+        if row.close:
+            raise Disconnect  # disconnect() ends the transaction after the disconnect hooks
+        if row.end:
+            self.end_transaction()
+        return True
 
     # -- services for plugins -----------------------------------------------------
     @property
@@ -288,10 +269,10 @@ class Session(AuthCommands, ChunkingCommands):
 
     def reset_transaction(self) -> Transaction:
         """End the current transaction (``reset_transaction`` hook) and start a new one."""
-        self._end_transaction()
+        self.end_transaction()
         return self.transaction
 
-    def _end_transaction(self) -> None:
+    def end_transaction(self) -> None:
         """End the current transaction; the next is made when something asks for it."""
         old = self._transaction
         if old is not None:
@@ -308,13 +289,13 @@ class Session(AuthCommands, ChunkingCommands):
             return
         self._ended = True
         self.closed = True
-        self.receiver = None
+        self.mode = COMMAND
         self.connection.notes["disconnected"] = True
         if LOGNOTICE <= self.smtpd.log_threshold:  # before the hooks: a logging plugin may close its file there
             ended = self.ended_by or "after " + summary.reply_line(self._last_reply)[:3]
             self.log(LOGNOTICE, summary.session_line(self, ended))
         self.run_hooks("disconnect", failures="log")
-        self._end_transaction()
+        self.end_transaction()
         self.run_hooks("post-connection", failures="log")
         if self._transaction is not None:
             self._transaction.close()
@@ -337,8 +318,7 @@ class Session(AuthCommands, ChunkingCommands):
         (RFC 3207 4.2).  Raises OSError (or TimeoutError) when the handshake fails.
         """
         self.flush()
-        self._buffer.clear()
-        self._input_reset = True
+        self._buffer = bytearray()
         self.transport.start_tls(context, timeout)
         self.socket = self.transport.socket
         notes = self.connection.notes
@@ -352,7 +332,7 @@ class Session(AuthCommands, ChunkingCommands):
             if self.auth_user:
                 self.connection.relay_client = self._relay_before_auth
                 self.auth_user = self.auth_mechanism = None
-            self._end_transaction()
+            self.end_transaction()
 
     def greeting(self) -> str:
         custom = self.config("smtpgreeting")
@@ -365,13 +345,8 @@ class Session(AuthCommands, ChunkingCommands):
         return Transaction(self.connection.id, smtpd.spool_dir, smtpd.size_threshold)
 
     # -- command dispatch ---------------------------------------------------------
-    def _line_too_long(self) -> None:
-        if not self._skip_line:  # one reply per line, however many reads it takes to arrive
-            self.reply(R.LINE_TOO_LONG)
-        self._skip_line = True
-        self._sasl = None  # an overlong AUTH answer ends the exchange: the next line is a command
-
-    def _command_line(self, raw: bytes) -> None:
+    def command_line(self, raw: bytes) -> None:
+        """One line from the client in command mode, CRLF included: checked, decoded, dispatched."""
         if not raw.endswith(b"\r\n") or b"\r" in raw[:-2]:
             if self.smtpd.bare_newline != "normalize" or b"\r" in raw.rstrip(b"\r\n"):
                 # 521 says we hang up (as Postfix does); going on would leave the
@@ -405,36 +380,28 @@ class Session(AuthCommands, ChunkingCommands):
             self.command_counter += 1
         method = self.verbs.get(lower) if _VERB.match(verb or "-") else None
         if method is None:
-            self._guarded(lower, self._unrecognized, lower, rest)
+            self.guarded(lower, self._unrecognized, lower, rest)
         else:
-            self._guarded(lower, method, self, rest)
+            self.guarded(lower, method, self, rest)
 
-    def _guarded(self, verb: str, function: Callable, *args: Any) -> None:
+    def guarded(self, verb: str, function: Callable, *args: Any) -> None:
         """Run a command handler; a plugin failure or a bug is a 451, never a dead session."""
         try:
             function(*args)
         except PluginFailure:
-            self._sasl = None
             self.reply(R.PLUGIN_FAILED)
         except Disconnect:
             raise
         except Exception:
-            self._sasl = None
             self.log(LOGERROR, "command %r failed unexpectedly:\n%s" % (verb, traceback.format_exc()))
             self.reply(R.INTERNAL_ERROR, detail="command '%s' failed unexpectedly" % verb)
 
     def _unrecognized(self, verb: str, rest: str) -> None:
         result = self.run_hooks("unrecognized_command", verb, rest)
-        rc = result.rc
-        if rc == DONE:
-            return
-        if verb == "proxy":  # only trusted proxies may say who the client is (proxy_hosts)
+        if verb == "proxy" and result.rc != DONE:  # only trusted proxies may say who the client is (proxy_hosts)
             self.reply(R.PROXY_REFUSED)
             raise Disconnect
-        if rc == DENY_DISCONNECT:
-            self.reply(R.UNRECOGNIZED_DISCONNECT, result.messages)
-            raise Disconnect
-        self.reply(R.UNRECOGNIZED, result.messages if rc == DENY else ())
+        self.answer("unrecognized_command", result)
 
     # -- verbs ---------------------------------------------------------------------
     def smtp_helo(self, rest: str) -> None:
@@ -454,10 +421,7 @@ class Session(AuthCommands, ChunkingCommands):
             self.reply(R.HELO_AGAIN)
             return
         host = words[0]
-        result = self.run_hooks(verb, host, *words[1:])
-        if self._refused(result, R.HELO_DENY, R.HELO_DENYSOFT, R.HELO_DENY, R.HELO_DENYSOFT):
-            return
-        if result.rc == DONE:
+        if self.answer(verb, self.run_hooks(verb, host, *words[1:])):
             return
         self.connection.hello = verb
         self.connection.hello_host = host
@@ -517,24 +481,6 @@ class Session(AuthCommands, ChunkingCommands):
         except ParseError as exc:
             self.respond(501, str(exc), status="5.5.4")
             return None
-
-    def _refused(self, result: HookResult, deny: Reply, denysoft: Reply, deny_disconnect: Reply,
-                 denysoft_disconnect: Reply, **fields: Any) -> bool:
-        """Answer a DENY-family result; True if the command was refused."""
-        rc = result.rc
-        if rc == DENY:
-            self.reply(deny, result.messages, **fields)
-        elif rc == DENYSOFT:
-            self.reply(denysoft, result.messages, **fields)
-        elif rc == DENY_DISCONNECT:
-            self.reply(deny_disconnect, result.messages, **fields)
-            raise Disconnect
-        elif rc == DENYSOFT_DISCONNECT:
-            self.reply(denysoft_disconnect, result.messages, **fields)
-            raise Disconnect
-        else:
-            return False
-        return True
 
     def _path_command(self, verb: str, prefix: str, rest: str, allowed: set) -> Any:
         """Parse MAIL/RCPT arguments through the parse and pre hooks: (path string, params) or None."""
@@ -596,9 +542,7 @@ class Session(AuthCommands, ChunkingCommands):
             return
         result = self.run_hooks("mail", sender, params=params)
         fields = {"addr": sender.format()}
-        if self._refused(result, R.MAIL_DENY, R.MAIL_DENYSOFT, R.MAIL_DENY, R.MAIL_DENYSOFT_DISCONNECT, **fields):
-            return
-        if result.rc == DONE:
+        if self.answer("mail", result, **fields):
             return
         transaction.sender = sender
         transaction.notes["mail_parameters"] = params
@@ -641,26 +585,14 @@ class Session(AuthCommands, ChunkingCommands):
             return
         result = self.run_hooks("rcpt", recipient, params=params)
         fields = {"addr": recipient.format()}
-        if self._refused(result, R.RCPT_DENY, R.RCPT_DENYSOFT, R.RCPT_DENY_DISCONNECT, R.RCPT_DENYSOFT_DISCONNECT):
+        if self.answer("rcpt", result, **fields):
             return
-        if result.rc == DONE:
-            return
-        if result.rc != OK:
-            self.reply(R.RCPT_UNDECIDED)
-            return
-        transaction.add_recipient(recipient)
+        transaction.add_recipient(recipient)  # only OK goes on: the table answers every other code
         self.reply(R.RCPT_OK, result.messages, **fields)
 
     def smtp_data(self, rest: str) -> None:
-        result = self.run_hooks("data")
-        rc = result.rc
-        if rc == DONE:
+        if self.answer("data", self.run_hooks("data")):
             return
-        if rc in (DENY, DENYSOFT):
-            self.reply(R.DATA_DENY if rc == DENY else R.DATA_DENYSOFT, result.messages)
-            self._end_transaction()
-            return
-        self._refused(result, R.DATA_DENY, R.DATA_DENYSOFT, R.DATA_DENY, R.DATA_DENYSOFT)
         if self._chunk is not None:
             self.reply(R.DATA_AFTER_BDAT)
             return
@@ -676,44 +608,22 @@ class Session(AuthCommands, ChunkingCommands):
         self.reply(R.DATA_GO_AHEAD)
         self.flush()
         smtpd = self.smtpd
-        self.receiver = DataReceiver(self.transaction, self.databytes(), smtpd.max_line_length, smtpd.bare_newline)
+        self.mode = DataStream(DataReceiver(self.transaction, self.databytes(), smtpd.max_line_length,
+                                            smtpd.bare_newline))
 
-    def _feed_data(self, buf: bytearray, position: int) -> int:
-        receiver = self.receiver
-        position = receiver.feed(buf, position)
-        if receiver.headers_ready:
-            receiver.headers_ready = False
-            self._headers_end()
-        if receiver.bare_newline:
-            self.receiver = None
-            self.reply(R.BARE_NEWLINE, where="the message data")
-            self.log(LOGERROR, "bare CR or LF in DATA: possible SMTP smuggling, closing the connection")
-            raise Disconnect
-        if receiver.done:
-            self.receiver = None
-            try:
-                self._end_of_data(receiver)
-            except PluginFailure:
-                self.reply(R.PLUGIN_FAILED)
-                self._end_transaction()
-        return position
+    def headers_end(self) -> None:
+        """The header block is in: ``data_headers_end`` may refuse (and hang up) before the body is stored.
 
-    def _headers_end(self) -> None:
+        A failing plugin is answered at the end of the data, once the client listens again.
+        """
         try:
             result = self.run_hooks("data_headers_end")
         except PluginFailure:
             self.transaction.notes["plugin_failed"] = True
             return
-        if result.rc == DENY_DISCONNECT:
-            self.receiver = None
-            self.reply(R.DATA_DENY, result.messages)
-            raise Disconnect
-        if result.rc == DENYSOFT_DISCONNECT:
-            self.receiver = None
-            self.reply(R.DATA_HEADERS_DENYSOFT, result.messages)
-            raise Disconnect
+        self.answer("data_headers_end", result)
 
-    def _end_of_data(self, receiver: DataReceiver) -> None:
+    def end_of_data(self, receiver: DataReceiver) -> None:
         """The message is in (DATA or BDAT LAST): answer it, and log one line for it."""
         transaction, before = self.transaction, self._last_reply
         self.messages += 1
@@ -736,102 +646,53 @@ class Session(AuthCommands, ChunkingCommands):
         if receiver.too_big:
             self.log(LOGERROR, "message too big: %d bytes > databytes %d" % (receiver.size, receiver.max_size))
             self.reply(R.DATA_TOO_BIG)
-            self._end_transaction()
+            self.end_transaction()
             return
         if receiver.line_too_long:
             self.reply(R.DATA_LINE_TOO_LONG, limit=receiver.line_limit)
-            self._end_transaction()
+            self.end_transaction()
             return
         if transaction.notes.get("plugin_failed"):
             raise PluginFailure("data_headers_end", "?", "failed earlier")
         self.run_hooks("data_post_headers", failures="log")
         trace.stamp(self)
-        result = self.run_hooks("data_post")
-        rc = result.rc
-        if rc == DONE:
-            # The plugin answered, but the end of DATA still ends the transaction
-            # (RFC 5321 4.1.1.4): kept, it would make the next MAIL a nested one.
-            self._end_transaction()
-            return
-        if self._refused(result, R.DATA_POST_DENY, R.DATA_POST_DENYSOFT, R.DATA_POST_DENY, R.DATA_POST_DENYSOFT):
-            self._end_transaction()
-            return
-        self._queue()
+        if not self.answer("data_post", self.run_hooks("data_post")):
+            self._queue()
 
     def _queue(self) -> None:
         result = self.run_hooks("queue_pre")
-        if result.rc == DONE:
-            self._end_transaction()  # as for data_post DONE: the transaction is over
-            return
-        if result.rc not in (OK, DECLINED, 0):
+        if result.rc not in (OK, DECLINED, 0, DONE):
             self.log(LOGERROR, "queue_pre plugin %s returned %s" % (result.plugin, result.rc))
-            self.reply(R.QUEUE_DECLINED, result.messages)
-            self._end_transaction()
+        if self.answer("queue_pre", result):
             return
         try:
             result = self.run_hooks("queue")
         finally:
             # The message is gone from our hands either way: the spool must not outlive this.
-            self._end_transaction()
-        rc = result.rc
-        if rc == DONE:
+            self.end_transaction()
+        self.answer("queue", result)
+        if result.rc == DONE:
             return
-        if rc == OK:
-            self.reply(R.QUEUE_OK, result.messages)
-        elif rc == DENY:
-            self.reply(R.QUEUE_DENY, result.messages)
-        elif rc == DENYSOFT:
-            self.reply(R.QUEUE_DENYSOFT, result.messages)
-        else:
-            self.reply(R.QUEUE_DECLINED, result.messages)
         post = self.run_hooks("queue_post", failures="log")
         if post.rc not in (OK, 0, DECLINED):
             self.log(LOGERROR, "queue_post: %s" % " ".join(map(str, post.messages)))
 
     def smtp_rset(self, rest: str) -> None:
-        self.receiver = None
-        self._end_transaction()
+        self.end_transaction()
         self.reply(R.RSET_OK)
 
     def smtp_noop(self, rest: str) -> None:
-        result = self.run_hooks("noop")
-        if result.rc == DONE:
-            return
-        if result.rc in (DENY, DENY_DISCONNECT):
-            self.reply(R.NOOP_DENY, result.messages)
-            if result.rc == DENY_DISCONNECT:
-                raise Disconnect
-            return
-        self.reply(R.NOOP_OK)
+        self.answer("noop", self.run_hooks("noop"))
 
     def smtp_vrfy(self, rest: str) -> None:
-        result = self.run_hooks("vrfy")
-        rc = result.rc
-        if rc == DONE:
-            return
-        if rc == DENY:
-            self.reply(R.VRFY_DENY, result.messages)
-            self._end_transaction()
-        elif rc == OK:
-            self.reply(R.VRFY_OK, result.messages)
-        else:
-            self.reply(R.VRFY_UNKNOWN)
+        self.answer("vrfy", self.run_hooks("vrfy"))
 
     def smtp_help(self, rest: str) -> None:
-        result = self.run_hooks("help", rest)
-        if result.rc == DONE:
-            return
-        if result.rc == DENY:
-            self.reply(R.HELP_DENY, result.messages)
-            return
-        self.reply(R.HELP, result.messages)
+        self.answer("help", self.run_hooks("help", rest))
 
     def smtp_quit(self, rest: str) -> None:
         self.ended_by = "quit"
-        result = self.run_hooks("quit", failures="log")
-        if result.rc != DONE:
-            self.reply(R.QUIT, result.messages)
-        raise Disconnect
+        self.answer("quit", self.run_hooks("quit", failures="log"))
 
 
 Session.verbs = {name[len("smtp_"):]: getattr(Session, name) for name in dir(Session) if name.startswith("smtp_")}

@@ -250,7 +250,7 @@ def test_data_after_bdat_is_503(ready, queue):
     session.send(bdat(b"Subject: x\r\n\r\nfirst\r\n", last=False))
     [reply] = session.command("DATA")
     assert (reply.code, reply.status) == (503, "5.5.1")
-    assert session.session.receiver is None
+    assert not session.session.in_data()
     assert codes(session.send(bdat(b"second\r\n"))) == [(250, "2.0.0")]
     assert queue.messages == [b"Subject: x\n\nfirst\nsecond\n"]
 

@@ -29,6 +29,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from qpgevent import OK
+from qpgevent.modes import DataStream
 from qpgevent.smtp import Session
 from qpgevent.testing import TestSession, make_smtpd, parse_replies
 
@@ -447,10 +448,10 @@ def check_state(session):
     if transaction.recipients:
         assert transaction.sender is not None
     inner = session.session
-    if inner.receiver is not None or inner._chunk is not None:
+    if isinstance(inner.mode, DataStream) or inner._chunk is not None:  # a message is being built
         assert transaction.sender is not None and transaction.recipients
     if session.closed:
-        assert inner.receiver is None
+        assert not inner.in_data()
 
 
 @pytest.fixture(scope="module")

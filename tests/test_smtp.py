@@ -43,7 +43,7 @@ def test_data_without_mail_or_rcpt_is_503(session):
     assert [r.text for r in session.command("DATA")] == ["5.5.1 MAIL first"]
     session.command("MAIL FROM:<a@b.test>")
     assert [r.text for r in session.command("DATA")] == ["5.5.1 RCPT first"]
-    assert session.session.receiver is None
+    assert not session.session.in_data()
 
 
 @pytest.mark.parametrize("first, second", [("HELO", "HELO"), ("EHLO", "EHLO"), ("HELO", "EHLO"), ("EHLO", "HELO")])
