@@ -12,7 +12,7 @@ from . import sasl
 from .command import parse_words
 from .constants import DECLINED, DENY_DISCONNECT, DENYSOFT, DENYSOFT_DISCONNECT, DONE, LOGERROR, LOGINFO, OK
 from .errors import Disconnect
-from .hooks import HookResult, PluginFailure
+from .results import HookResult, PluginFailure
 from .modes import MAX_AUTH_LINE, SaslAnswer
 
 

@@ -11,7 +11,7 @@ from .constants import DENY, DENY_DISCONNECT, DENYSOFT, DENYSOFT_DISCONNECT, DON
 from .data import ChunkReceiver
 from .errors import Disconnect
 from .modes import ChunkOctets
-from .hooks import PluginFailure
+from .results import PluginFailure
 
 _BDAT = re.compile(r"(\d{1,15})(?: +(LAST))? *\Z", re.IGNORECASE)
 

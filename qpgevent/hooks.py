@@ -9,7 +9,8 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 import gevent
 
 from . import metrics
-from .constants import DECLINED, DENY_CODES, LOGCRIT, RETURN_CODES
+from .constants import DECLINED, DENY_CODES, LOGCRIT
+from .results import NO_PLUGIN, HookResult, PluginFailure, normalise  # noqa: F401 (plugins import them from here)
 from .transaction import PendingTransaction
 
 # Registration names in the order plugins' hook_* functions are registered.
@@ -34,25 +35,6 @@ current_session: ContextVar = ContextVar("qpgevent_session", default=None)
 current_hook: ContextVar = ContextVar("qpgevent_hook", default=None)
 
 
-class PluginFailure(Exception):
-    """A plugin raised, returned something that is not a return code, or ran out of time.
-
-    The session answers it with a temporary failure; it never counts as a pass.
-    """
-
-    def __init__(self, hook: str, plugin: str, reason: str) -> None:
-        self.hook = hook
-        self.plugin = plugin
-        super().__init__("plugin %s failed in hook %s: %s" % (plugin, hook, reason))
-
-
-class HookResult(NamedTuple):
-    rc: int
-    messages: List[Any]
-    plugin: Optional[str] = None
-
-
-NO_PLUGIN = HookResult(0, [])
 
 
 class Callback(NamedTuple):
@@ -68,19 +50,6 @@ class Callback(NamedTuple):
             parameters = ()
         takes = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
         return cls(plugin, function, takes)
-
-
-def normalise(value: Any) -> Optional[Tuple[int, List[Any]]]:
-    """``rc``, ``(rc, msg, ...)`` or None (= DECLINED) as ``(rc, messages)``; None if it is garbage."""
-    if value is None:
-        return DECLINED, []
-    if isinstance(value, (tuple, list)) and value:
-        rc, messages = value[0], list(value[1:])
-    else:
-        rc, messages = value, []
-    if type(rc) is not int or rc not in RETURN_CODES:
-        return None
-    return rc, messages
 
 
 class HookRegistry:

@@ -52,13 +52,9 @@ import tempfile
 from time import perf_counter
 from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
-from gevent import monkey
-
 from . import replies as R
 from .constants import DECLINED, DONE, OK
 from .errors import ConfigError
-
-_sleep = monkey.get_original("time", "sleep")  # the endpoint's thread has no gevent hub to sleep in
 
 on = False  # True once ``enable`` ran in this process or in the one that forked it
 
@@ -215,6 +211,7 @@ def _remove_directory(endpoint: Endpoint) -> None:
 
 def _start_thread(function: Any, *args: Any) -> None:
     """A native thread with every signal blocked: signals stay with the main thread, which expects them."""
+    from gevent import monkey  # only with --metrics: the session's modules import no gevent
     start = monkey.get_original("_thread", "start_new_thread")
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
     try:
@@ -226,13 +223,15 @@ def _start_thread(function: Any, *args: Any) -> None:
 # -- the endpoint ------------------------------------------------------------------------
 def _serve(endpoint: Endpoint, exposition: Callable[[], bytes], content_type: str) -> None:
     """Answer scrapers one at a time, for as long as the process lives."""
+    from gevent import monkey
+    sleep = monkey.get_original("time", "sleep")  # this thread has no gevent hub to sleep in
     while endpoint.listener is not None:
         try:
             fd, _ = endpoint.listener._accept()
         except OSError as exc:
             if exc.errno in (errno.EBADF, errno.EINVAL, errno.ENOTSOCK):
                 return
-            _sleep(0.1)  # out of descriptors, say: try again soon, without spinning
+            sleep(0.1)  # out of descriptors, say: try again soon, without spinning
             continue
         client = endpoint.client = _socket.socket(fileno=fd)
         try:

@@ -13,7 +13,7 @@ from . import replies as R
 from .constants import LOGERROR
 from .data import DataReceiver
 from .errors import Disconnect
-from .hooks import PluginFailure
+from .results import PluginFailure
 
 MAX_AUTH_LINE = 12288  # RFC 4954 4: SASL responses may be this long; the longest line any mode waits for
 

@@ -23,7 +23,7 @@ from .auth import AuthCommands
 from .chunking import ChunkingCommands
 from .data import ChunkReceiver, DataReceiver
 from .errors import Disconnect
-from .hooks import HookResult, PluginFailure, normalise
+from .results import HookResult, PluginFailure, normalise
 from .modes import COMMAND, MAX_AUTH_LINE, DataStream
 from .outcomes import outcome
 from .replies import Reply, format_reply, match_class, split_lines, status_for
