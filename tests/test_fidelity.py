@@ -16,7 +16,7 @@ import pytest
 from qpgevent import config as config_module
 from qpgevent.cdb import CdbFile
 from qpgevent.errors import ConfigError
-from qpgevent.testing import TestSession, make_smtpd, parse_replies
+from qpgevent.testing import TestSession, make_smtpd, read_reply
 
 DENIED = "550 5.7.1 Relaying denied (#5.7.1)"
 
@@ -217,13 +217,7 @@ def early_talk(server):
     """What a client that sends EHLO before the greeting is answered first."""
     with socket.create_connection(server.address, timeout=10) as client:
         client.sendall(b"EHLO early.test\r\n")
-        data = b""
-        while not data.endswith(b"\r\n"):
-            chunk = client.recv(4096)
-            if not chunk:
-                break
-            data += chunk
-    return parse_replies(data)[0]
+        return read_reply(client)
 
 
 @pytest.mark.parametrize("action, code", [("deny", 554), ("denysoft", 450), ("log", 220)])

@@ -70,6 +70,7 @@ def test_session_limit_after_earlier_timeouts(live_server):
             time.sleep(0.3)
         assert (reply.code, reply.status) == (421, "4.4.2")
         assert "Session lasted too long" in reply.text
+        assert time.monotonic() - started > 2.5  # not before max_session_seconds (3)
         assert client.read_to_eof(5) == b""
     finally:
         client.close()
