@@ -3,10 +3,10 @@
 Arguments: none.
 
 Config files:
-  ``me``         our host name; ``<postmaster>`` without a domain (RFC 5321 4.1.1.3)
-                 is addressed to it, as in qpsmtpd.  Any other local part without a
-                 domain (``<abuse>``) is refused by the core's address parser with
-                 ``501``, as qpsmtpd's parser does
+  ``me``         our host name; ``<postmaster>`` (RFC 5321 4.1.1.3) and ``<abuse>``
+                 without a domain are addressed to it, as in qpsmtpd's rcpt_ok.  Any
+                 other local part without a domain is refused by the core's address
+                 parser with ``501``
   ``rcpthosts``  domains we accept mail for, one a line; ``.example.com`` also matches
                  every subdomain of example.com.  Internationalised names match
                  in either form: ``bücher.example`` is ``xn--bcher-kva.example``
@@ -19,7 +19,7 @@ anywhere.  Everything else gets ``550 5.7.1 Relaying denied``.  List this
 plugin after every other rcpt plugin: it is the one that says yes.
 """
 from qpgevent import DENY, LOGINFO, OK
-from qpgevent.address import domain_key
+from qpgevent.address import LOCAL_ONLY, domain_key
 
 def register(self, qp, *args):
     qp.config_map("morercpthosts")  # a damaged cdb stops the start-up, naming the file
@@ -28,7 +28,7 @@ def register(self, qp, *args):
 def hook_rcpt(self, transaction, recipient, **params):
     host = domain_key(recipient.host or "")
     if not host:
-        if (recipient.user or "").lower() == "postmaster":
+        if (recipient.user or "").lower() in LOCAL_ONLY:
             self.log(LOGINFO, "pass, %s without domain is ours" % recipient.user)
             return OK
         return DENY, "Relaying denied (#5.7.1)"

@@ -1,10 +1,14 @@
-"""RFC 5321 paths: ``<local@domain>``, ``<>`` and ``<postmaster>``."""
+"""RFC 5321 paths: ``<local@domain>``, ``<>``, and ``<postmaster>`` or ``<abuse>`` without a domain."""
 import ipaddress
 import re
 from functools import lru_cache
 from typing import Optional
 
 import idna
+
+# Local parts a client may send without a domain, meaning ours: RFC 5321 4.1.1.3 requires
+# postmaster; abuse (RFC 2142) is mapped to us by qpsmtpd's rcpt_ok too.
+LOCAL_ONLY = ("postmaster", "abuse")
 
 # RFC 5321 4.1.2: atext of a Dot-string. Dots may repeat or trail, as real mail
 # (and Postfix) tolerates; anything else outside atext needs a Quoted-string.
@@ -100,7 +104,7 @@ class Address:
             inner = inner[route.end():]
         if not inner:
             return cls()
-        if inner.lower() == "postmaster":
+        if inner.lower() in LOCAL_ONLY:
             return cls(inner)
         if not utf8 and not inner.isascii():
             raise AddressError("non-ASCII address without SMTPUTF8")

@@ -37,7 +37,7 @@ INVALID = [
     ('<""@example.com>', "empty quoted local part"),
     ("<@example.com>", "empty local part"),
     ("<a@>", "empty domain"),
-    ("<user>", "no domain (only postmaster may go without)"),
+    ("<user>", "no domain (only postmaster and abuse may go without)"),
     ("<u@-bad.example>", "label starting with a hyphen"),
     ("<u@bad-.example>", "label ending with a hyphen"),
     ("<u@b..example>", "empty label"),

@@ -204,12 +204,12 @@ def test_plain_morercpthosts_without_cdb(session_factory):
     assert [str(r) for r in ts.command("RCPT TO:<u@other.test>")] == [DENIED]
 
 
-def test_bare_postmaster_is_accepted_bare_abuse_is_not_an_address(live_server):
-    """RFC 5321 4.1.1.3: <postmaster> without a domain is ours.  <abuse> without one is refused by the address
-    parser with 501, as qpsmtpd's Qpsmtpd::Address refuses it (its rcpt_ok never sees it)."""
+def test_bare_postmaster_and_abuse_are_ours(live_server):
+    """RFC 5321 4.1.1.3: <postmaster> without a domain is ours; so is <abuse>, as qpsmtpd's rcpt_ok maps it to
+    `me`.  Any other local part without a domain is still no address (501)."""
     server = live_server()
-    replies = smtp_rcpt(server, "<postmaster>", "<Postmaster>", "<abuse>")
-    assert [code for code, _ in replies] == [250, 250, 501]
+    replies = smtp_rcpt(server, "<postmaster>", "<Postmaster>", "<abuse>", "<Abuse>", "<webmaster>")
+    assert [code for code, _ in replies] == [250, 250, 250, 250, 501]
 
 
 # -- earlytalker -------------------------------------------------------------------------------

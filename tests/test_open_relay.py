@@ -56,8 +56,8 @@ def final_domain(line):
 
 def is_local(line):
     domain = final_domain(line)
-    if domain is None:  # only <postmaster> may go without a domain
-        return re.search(r"<\s*(@[^:]*:)?postmaster\s*>", line, re.IGNORECASE) is not None
+    if domain is None:  # only <postmaster> and <abuse> may go without a domain: they are ours
+        return re.search(r"<\s*(@[^:]*:)?(postmaster|abuse)\s*>", line, re.IGNORECASE) is not None
     return domain in LOCAL_DOMAINS
 
 
@@ -108,7 +108,7 @@ def check_sequence(smtpd, remote_ip, lines):
             assert is_local(line), "relayed: %r -> %s" % (line, replies[-1])
         for recipient in session.transaction.recipients:
             host = (recipient.host or "").lower().rstrip(".")
-            assert host in LOCAL_DOMAINS or (not host and recipient.user.lower() == "postmaster"), recipient
+            assert host in LOCAL_DOMAINS or (not host and recipient.user.lower() in ("postmaster", "abuse")), recipient
     assert not session.connection.relay_client
 
 
