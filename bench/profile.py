@@ -39,10 +39,12 @@ def cpu_seconds(pid):
 
 def short(path):
     """``qpgevent/smtp.py`` rather than the whole site-packages path."""
-    for marker in ("/site-packages/", "/lib/python3.11/", "/work/main/"):
+    for marker in ("/site-packages/", "/lib/python3.11/"):
         if marker in path:
             return path.split(marker, 1)[1]
-    return path
+    # any checkout, also bench/ab.py's temporary worktrees
+    start = max(path.rfind("/qpgevent/"), path.rfind("/plugins/"))
+    return path[start + 1:] if start >= 0 else path
 
 
 def parse_raw(text):

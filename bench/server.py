@@ -37,7 +37,9 @@ PROBLEM_WORDS = ("Traceback", "crashed", "died", "silent for")
 class BenchServer:
     """``bin/qpsmtpd-server`` on 127.0.0.1, started and stopped as one process group."""
 
-    def __init__(self, workdir, plugins, config, args):
+    def __init__(self, workdir, plugins, config, args, root=ROOT):
+        """``root``: the checkout whose ``bin/qpsmtpd-server`` runs (bench/ab.py runs two)."""
+        self.root = Path(root)
         self.workdir = Path(workdir)
         values = {"plugins": list(plugins), "spool_dir": str(self.workdir / "spool")}
         values.update(config)
@@ -59,7 +61,7 @@ class BenchServer:
         (SystemExit with the server log) if the server dies or stays silent
         for ``wait`` seconds.
         """
-        command = [sys.executable, str(ROOT / "bin" / "qpsmtpd-server"), "--config-dir", str(self.config_dir),
+        command = [sys.executable, str(self.root / "bin" / "qpsmtpd-server"), "--config-dir", str(self.config_dir),
                    "-l", "%s:%d" % self.address, *self.args]
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
