@@ -29,7 +29,10 @@ def session_line(session: Any, ended: str) -> str:
     connection = session.connection
     notes = connection.notes
     tls = "%s/%s" % (notes.get("tls_version"), notes.get("tls_cipher")) if notes.get("tls_enabled") else "no"
+    host = connection.remote_info
+    if host.startswith("["):  # no name known: Postfix's "unknown[ip]", not the address twice
+        host = "unknown"
     return "session end: client=%s[%s]:%s helo=%s tls=%s auth=%s messages=%d/%d commands=%d time=%.3fs end=%s" % (
-        connection.remote_info, connection.remote_ip, connection.remote_port, connection.hello_host or "-", tls,
+        host, connection.remote_ip, connection.remote_port, connection.hello_host or "-", tls,
         session.auth_user or "-", session.messages_accepted, session.messages, session.command_counter,
         time.time() - connection.started, ended)

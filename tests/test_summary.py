@@ -58,5 +58,14 @@ def test_live_server_summary_with_smtplib(live_server, tmp_path):
         client.sendmail("a@b.test", ["u@example.com"], b"Subject: x\r\n\r\nhi\r\n")
     server.stop()
     assert re.search(r"message \S+: from=<a@b.test> to=<u@example.com> size=\d+ result=250 ", server.stderr)
-    assert re.search(r"session end: client=\S+\[127.0.0.1\]:\d+ helo=\S+ tls=no auth=- messages=1/1 .* end=quit",
+    assert re.search(r"session end: client=(localhost|unknown)\[127.0.0.1\]:\d+ helo=\S+ tls=no auth=- messages=1/1 .* end=quit",
                      server.stderr), server.stderr
+
+
+def test_a_client_without_a_name_is_unknown(tmp_path, capfd):
+    """As Postfix logs it: unknown[192.0.2.9], not the address twice."""
+    smtpd = make_smtpd(tmp_path, plugins=["rcpt_ok"])
+    session = TestSession(smtpd, remote_ip="192.0.2.9", remote_host=None)
+    session.command("QUIT")
+    err = capfd.readouterr().err
+    assert "session end: client=unknown[192.0.2.9]:40000 helo=- " in err, err
