@@ -6,6 +6,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, List, Mapping, Optional, Sequence, Union
 
+from . import dns
 from .config import Config
 from .constants import LOG_LEVELS, LOGNOTICE
 from .errors import ConfigError, ConfigErrors, ConfigWarning
@@ -68,6 +69,8 @@ class Smtpd:
         errors: List[ConfigError] = []
         self.plugin_timeout = _seconds(self.config, "plugin_timeout", 30.0, errors)
         self.registry = HookRegistry(self.plugin_timeout)
+        # The process's one DNS resolver (config dns_servers, dns_timeout): plugins use self.smtpd.dns.
+        self.dns = dns.from_config(self.config, errors, self.plugin_timeout)
         self.plugins: List[Plugin] = []
         self.spool_dir = self.config.get("spool_dir") or os.path.join(tempfile.gettempdir(), "qpgevent-spool-%d" % os.getuid())
         try:

@@ -84,3 +84,31 @@ def nobody_config():
         yield base, config, mail
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+# The zones of the test DNS server (tests/dnsserver.py): names under ``slow.test`` are answered after a
+# second, ``timeout.test`` after 3 s (past the short timeouts tests give), ``broken.test`` with SERVFAIL.
+DNS_ZONES = {
+    "test.": [
+        "host 300 IN A 192.0.2.1", "host 300 IN A 192.0.2.2", "host 300 IN AAAA 2001:db8::1",
+        "mail 300 IN MX 20 mx2.test.", "mail 300 IN MX 10 mx1.test.",
+        "text 300 IN TXT \"v=spf1 -all\"", "text 300 IN TXT \"two \" \"parts\"",
+        "big 300 IN TXT \"%s\" \"%s\"" % ("x" * 250, "y" * 250), "big 300 IN TXT \"%s\"" % ("z" * 200),
+        "short 1 IN A 192.0.2.9",
+        "*.slow 300 IN A 127.0.0.2", "timeout 300 IN A 127.0.0.3", "broken 300 IN A 127.0.0.4",
+    ],
+    "2.0.192.in-addr.arpa.": ["1 300 IN PTR host.test."],
+    "8.b.d.0.1.0.0.2.ip6.arpa.": ["1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0 300 IN PTR host.test."],
+}
+
+
+@pytest.fixture(scope="session")
+def dns_server():
+    """One test DNS server for the whole run on 127.0.0.1 (UDP and TCP): see DNS_ZONES."""
+    from dnsserver import DNSServer, zone_text
+
+    server = DNSServer({origin: zone_text(records) for origin, records in DNS_ZONES.items()})
+    server.delay.update({"slow.test": 1.0, "timeout.test": 3.0})
+    server.servfail.add("broken.test")
+    yield server
+    server.close()
