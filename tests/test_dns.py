@@ -17,7 +17,7 @@ def resolver(dns_server):
 
 
 def test_each_record_type(resolver):
-    assert resolver.a("host.test").records == ("192.0.2.1", "192.0.2.2")
+    assert sorted(resolver.a("host.test").records) == ["192.0.2.1", "192.0.2.2"]
     assert resolver.aaaa("host.test").records == ("2001:db8::1",)
     assert resolver.mx("mail.test").records == ((10, "mx1.test"), (20, "mx2.test"))
     assert sorted(resolver.txt("text.test").records) == ["two parts", "v=spf1 -all"]
@@ -177,8 +177,8 @@ def test_lookup_many_in_a_hook_and_a_timeout_is_temporary(live_server, dns_serve
         started = time.monotonic()
         code, text = client.rcpt("many@example.com")
         assert time.monotonic() - started < 2.5
-        assert (code, text.decode()) == (550, " ".join(["answer"] * 10 + ["nxdomain"]))
+        assert (code, text.decode()) == (550, "5.7.1 " + " ".join(["answer"] * 10 + ["nxdomain"]))
         started = time.monotonic()
         code, text = client.rcpt("late@example.com")
         assert 1.4 < time.monotonic() - started < 2.5
-        assert (code, text.decode()) == (450, "late: timeout")
+        assert code == 450 and text.decode().endswith("late: timeout")
