@@ -12,7 +12,6 @@ from typing import Any, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 import dns.exception
 import dns.name
 import dns.nameserver
-import dns.rdatatype
 import dns.resolver
 import dns.reversename
 

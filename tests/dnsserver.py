@@ -116,7 +116,10 @@ class DNSServer:
                     response.answer.clear()
                     response.flags |= dns.flags.TC
                     wire = response.to_wire()
-                sock.sendto(wire, self.client_address)
+                try:
+                    sock.sendto(wire, self.client_address)
+                except OSError:
+                    pass  # a delayed answer after close(): the run is over
 
         class TCP(socketserver.BaseRequestHandler):
             def handle(self) -> None:
