@@ -185,6 +185,6 @@ def from_config(config: Config, errors: List[ConfigError], plugin_timeout: float
     try:
         return Resolver(servers or None, timeout)
     except dns.resolver.NoResolverConfiguration:
-        errors.append(ConfigError("no DNS server: /etc/resolv.conf lists none; list them in %s/dns_servers"
-                                  % config.directory))
+        # A server whose plugins look nothing up must still start; a lookup
+        # with no server to ask is SERVFAIL, a temporary answer (4xx).
         return Resolver([], timeout)

@@ -182,3 +182,9 @@ def test_lookup_many_in_a_hook_and_a_timeout_is_temporary(live_server, dns_serve
         code, text = client.rcpt("late@example.com")
         assert 1.4 < time.monotonic() - started < 2.5
         assert code == 450 and text.decode().endswith("late: timeout")
+
+
+def test_without_any_server_a_lookup_is_temporary():
+    """No dns_servers and none in /etc/resolv.conf: the server starts, and every lookup is a temporary SERVFAIL."""
+    result = Resolver([], 1.0).a("example.com")
+    assert result.status is Status.SERVFAIL and result.temporary
