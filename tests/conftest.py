@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from qpgevent.testing import LiveServer, TestSession, make_smtpd, write_config
+from qpgevent.testing import LiveServer, RedisServer, TestSession, make_smtpd, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
 # Plugins written for the tests (``dsn_queue`` declares DSN): name them with ``with_dsn``.
@@ -84,3 +84,11 @@ def nobody_config():
         yield base, config, mail
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A ``redis-server`` (the Debian package) on a free port for the whole run; its ``url`` for config/storage."""
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
