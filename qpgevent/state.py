@@ -22,6 +22,9 @@ TIMEOUT = 2.0  # seconds any one call may wait for a lock or for Redis
 PURGE_EVERY = 300.0  # seconds between sweeps of expired sqlite rows (reads ignore them anyway)
 
 
+_INHERITED: List[sqlite3.Connection] = []
+
+
 class StateUnavailable(Exception):
     """The store could not answer (Redis down or slow, sqlite locked or unwritable)."""
 
@@ -75,6 +78,10 @@ class SqliteStore(Store):
     def _run(self, sql: str, parameters: tuple = ()) -> List[tuple]:
         try:
             if self._pid != os.getpid():  # first use in this process (or a fork of the one that made it)
+                if self._db is not None:
+                    # A connection made before a fork is never used or closed here (closing may touch
+                    # the parent's WAL state); keeping a reference keeps it from being collected.
+                    _INHERITED.append(self._db)
                 self._db = self._connect()
                 self._pid = os.getpid()
             return self._db.execute(sql, parameters).fetchall()
