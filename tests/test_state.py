@@ -11,7 +11,7 @@ import pytest
 
 from qpgevent.errors import ConfigErrors
 from qpgevent.state import TIMEOUT, StateUnavailable, open_store
-from qpgevent.testing import RedisServer, make_smtpd, wait_for, write_config
+from qpgevent.testing import RedisServer, make_smtpd, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
 TOOL = ROOT / "bin" / "qpsmtpd-state"
