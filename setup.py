@@ -25,11 +25,14 @@ setup(
     # The plugins and the working default configuration travel with a non-editable install too.
     data_files=bundled("plugins") + bundled("config"),
     python_requires=">=3.11",
-    # prometheus-client: --metrics (imported only when it is given); idna: U-label <-> A-label domains.
-    install_requires=["gevent>=24.2", "dnspython>=2.4", "configobj>=5.0.8", "prometheus-client>=0.17", "idna>=3"],
+    # prometheus-client: --metrics (imported only when it is given); idna: U-label <-> A-label domains;
+    # redis: the state store's redis:// backend (imported only when config/storage names one).
+    install_requires=["gevent>=24.2", "dnspython>=2.4", "configobj>=5.0.8", "prometheus-client>=0.17", "idna>=3",
+                      "redis>=4.2"],
     # wheel: tests/test_packaging.py builds one without downloading build tools.
     extras_require={"test": ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6", "wheel"]},
     # qpgevent.cli patches the standard library with gevent before importing the rest.
     entry_points={"console_scripts": ["qpsmtpd-server = qpgevent.cli:server_main",
-                                      "qpsmtpd = qpgevent.cli:inetd_main"]},
+                                      "qpsmtpd = qpgevent.cli:inetd_main",
+                                      "qpsmtpd-state = qpgevent.state_tool:main"]},
 )

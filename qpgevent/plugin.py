@@ -118,6 +118,11 @@ class Plugin:
     def spool_dir(self) -> str:
         return self.smtpd.spool_dir
 
+    @property
+    def state(self) -> Any:
+        """The state store every plugin shares (``config/storage``; see qpgevent/state.py)."""
+        return self.smtpd.state
+
     def temp_file(self) -> str:
         return self.transaction.temp_file()
 

@@ -12,6 +12,7 @@ from .constants import LOG_LEVELS, LOGNOTICE
 from .errors import ConfigError, ConfigErrors, ConfigWarning
 from .hooks import HookRegistry, PluginFailure
 from .plugin import BUNDLED_PLUGIN_DIR, Plugin, load_plugin, parse_plugin_line, plugin_set_warnings
+from .state import Store, open_store, store_url
 from .version import VERSION
 
 DSN_MAIL_PARAMETERS = {"ret", "envid"}
@@ -72,11 +73,17 @@ class Smtpd:
         # The process's one DNS resolver (config dns_servers, dns_timeout): plugins use self.smtpd.dns.
         self.dns = dns.from_config(self.config, errors, self.plugin_timeout)
         self.plugins: List[Plugin] = []
-        self.spool_dir = self.config.get("spool_dir") or os.path.join(tempfile.gettempdir(), "qpgevent-spool-%d" % os.getuid())
+        self.spool_dir = spool_dir(self.config)
         try:
             check_spool_dir(self.spool_dir, self.config)
         except ConfigError as exc:
             errors.append(exc)
+        self.state: Optional[Store] = None  # the state store plugins share (qpgevent/state.py); connects on first use
+        url, path, line = store_url(self.config, self.spool_dir)
+        try:
+            self.state = open_store(url)
+        except ValueError as exc:
+            errors.append(ConfigError(str(exc), path, line))
         # Messages up to this size stay in memory; larger ones are spooled to disk.
         self.size_threshold = _positive_int(self.config, "size_threshold", 262144, errors)
         self.max_rcpt = _positive_int(self.config, "max_rcpt", 100, errors)
@@ -188,6 +195,11 @@ class Smtpd:
         if level <= self.loglevel:
             sys.stderr.write(format_log_line(level, message, hook, plugin, session))
             sys.stderr.flush()
+
+
+def spool_dir(config: Config) -> str:
+    """Config ``spool_dir``, else a private directory under the system's temporary directory."""
+    return config.get("spool_dir") or os.path.join(tempfile.gettempdir(), "qpgevent-spool-%d" % os.getuid())
 
 
 def check_spool_dir(path: str, config: Config) -> None:

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from qpgevent.testing import LiveServer, TestSession, make_smtpd, write_config
+from qpgevent.testing import LiveServer, RedisServer, TestSession, make_smtpd, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
 # Plugins written for the tests (``dsn_queue`` declares DSN): name them with ``with_dsn``.
@@ -112,3 +112,11 @@ def dns_server():
     server.servfail.add("broken.test")
     yield server
     server.close()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A ``redis-server`` (the Debian package) on a free port for the whole run; its ``url`` for config/storage."""
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()

@@ -53,3 +53,16 @@ def test_installed_server_delivers_with_the_default_config(venv, tmp_path):
     assert refused == {}
     delivered = list((tmp_path / "Maildir" / "new").iterdir())
     assert len(delivered) == 1 and delivered[0].read_text().endswith("\nhello\n")
+
+
+def test_installed_state_tool_reads_the_store(venv, tmp_path):
+    """The installed ``qpsmtpd-state`` command lists what the store holds."""
+    store = tmp_path / "state.db"
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "storage").write_text("sqlite:%s\n" % store)
+    subprocess.run([str(venv / "bin" / "python"), "-c", "from qpgevent.state import open_store; "
+                    "open_store('sqlite:%s').set('karma:192.0.2.1', '-2', 60)" % store], check=True, timeout=60)
+    result = subprocess.run([str(venv / "bin" / "qpsmtpd-state"), "--config-dir", str(tmp_path / "config"), "list"],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("karma:192.0.2.1\t-2\t")
