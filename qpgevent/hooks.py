@@ -35,8 +35,6 @@ current_session: ContextVar = ContextVar("qpgevent_session", default=None)
 current_hook: ContextVar = ContextVar("qpgevent_hook", default=None)
 
 
-
-
 class Callback(NamedTuple):
     plugin: Any
     function: Callable
