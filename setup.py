@@ -26,9 +26,11 @@ setup(
     data_files=bundled("plugins") + bundled("config"),
     python_requires=">=3.11",
     # prometheus-client: --metrics (imported only when it is given); idna: U-label <-> A-label domains;
-    # redis: the state store's redis:// backend (imported only when config/storage names one).
+    # redis: the state store's redis:// backend (imported only when config/storage names one);
+    # pyspf, dkimpy (DKIM and ARC; authres for ARC's Authentication-Results), publicsuffixlist: the
+    # sender-authentication plugins and organisational domains.
     install_requires=["gevent>=24.2", "dnspython>=2.4", "configobj>=5.0.8", "prometheus-client>=0.17", "idna>=3",
-                      "redis>=4.2"],
+                      "redis>=4.2", "pyspf>=2.0.14", "dkimpy>=1.1", "authres>=1.2", "publicsuffixlist>=1.0"],
     # wheel: tests/test_packaging.py builds one without downloading build tools.
     extras_require={"test": ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6", "wheel"]},
     # qpgevent.cli patches the standard library with gevent before importing the rest.

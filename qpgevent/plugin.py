@@ -165,13 +165,30 @@ class Plugin:
             self.log(LOGINFO, "skip, %s" % reason)
         return reason is not None
 
+    def is_naughty(self, value: Any = None) -> Any:
+        """The connection's deferred rejection (note ``naughty``); with ``value``, set it (and ``rejected``)."""
+        notes = self.connection.notes
+        if value is None:
+            return notes.get("naughty")
+        notes["naughty"] = notes["rejected"] = value
+        if value:
+            self.log(LOGINFO, "skip, naughty")
+        return bool(value)
+
     def adjust_karma(self, value: int) -> int:
         notes = self.connection.notes
         notes["karma"] = notes.get("karma", 0) + value
         return value
 
     def store_auth_results(self, result: str) -> None:
-        notes = self.connection.notes
+        """Add ``method=result ...`` to the Authentication-Results the core writes once per message.
+
+        Results found before MAIL (iprev at connect, a HELO check) hold for the whole
+        connection; those found in a transaction (SPF, DKIM, DMARC) for that message only.
+        """
+        transaction = self.qp.made_transaction
+        scope = transaction if transaction is not None and transaction.sender is not None else self.connection
+        notes = scope.notes
         notes["authentication_results"] = "; ".join(filter(None, [notes.get("authentication_results"), result]))
 
 

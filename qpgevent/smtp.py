@@ -262,6 +262,11 @@ class Session(AuthCommands, ChunkingCommands):
         self._transaction = value
 
     @property
+    def made_transaction(self) -> Optional[Transaction]:
+        """The current transaction if something has made it, else None (never makes one)."""
+        return self._transaction
+
+    @property
     def hook_transaction(self) -> Any:
         """What hooks get as ``transaction``: the current one, or a stand-in that makes it when a plugin uses it."""
         transaction = self._transaction

@@ -68,7 +68,9 @@ def authentication_results(session: Any, authserv_id: str) -> Optional[str]:
         method = "auth=pass (%s) smtp.auth=%s" % (session.auth_mechanism, user)
     elif session.auth_failures:
         method = "auth=fail"
-    stored = session.connection.notes.get("authentication_results")
+    transaction = session.made_transaction
+    stored = "; ".join(filter(None, [session.connection.notes.get("authentication_results"),
+                                     transaction.notes.get("authentication_results") if transaction else None]))
     if not (method or stored):
         return None
     return "; ".join(filter(None, [authserv_id, method, stored]))

@@ -210,7 +210,7 @@ class PendingTransaction:
     @property
     def made(self) -> Optional[Transaction]:
         """The session's transaction if something has made it meanwhile, else None."""
-        return self._session._transaction
+        return self._session.made_transaction
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._session.transaction, name)

@@ -50,6 +50,12 @@ class DNSServer:
     def address(self) -> Tuple[str, int]:
         return "127.0.0.1", self.port
 
+    def add_zone(self, origin: str, records: Iterable[str]) -> None:
+        """Serve one more zone from now on (a test's own records under an origin no other test uses)."""
+        zone = dns.zone.from_text(zone_text(records), origin, relativize=False)
+        with self._lock:
+            self.zones = [z for z in self.zones if z.origin != zone.origin] + [zone]
+
     def count(self, name: str, rdtype: str) -> int:
         return self.queries[(name.rstrip(".").lower(), rdtype)]
 
@@ -73,7 +79,8 @@ class DNSServer:
         delay = max((s for suffix, s in self.delay.items() if text == suffix or text.endswith("." + suffix)), default=0)
         response = dns.message.make_response(query)
         response.flags |= dns.flags.AA
-        zone = next((z for z in self.zones if qname.is_subdomain(z.origin)), None)
+        # The deepest zone that holds the name wins, as delegation would make it.
+        zone = max((z for z in self.zones if qname.is_subdomain(z.origin)), key=lambda z: len(z.origin), default=None)
         if text in self.servfail:
             response.set_rcode(dns.rcode.SERVFAIL)
         elif zone is None:
