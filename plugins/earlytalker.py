@@ -47,7 +47,7 @@ Config files: none.
 """
 import select
 
-from qpgevent import DECLINED, LOGINFO
+from qpgevent import DECLINED, LOGINFO, arguments
 
 _CHECK_POINTS = ("CONNECT", "DATA")
 _MESSAGE = "Connecting host started transmitting before SMTP greeting"
@@ -55,44 +55,30 @@ _DATA_MESSAGE = "Client started transmitting before the DATA go-ahead"
 _ACTIONS = {"deny": ("1", None), "denysoft": ("1", "temp"), "log": ("0", None)}
 
 
+ARGUMENTS = {
+    "wait": arguments.number(default=1, minimum=0),
+    "check-at": arguments.choice(*_CHECK_POINTS, repeat=True),
+    "defer-reject": arguments.flag(),
+    "action": arguments.choice(*_ACTIONS),
+}
+
+
 def register(self, qp, *args):
-    if len(args) % 2:
-        raise ValueError("arguments come in pairs, e.g. 'wait 1 reject 0'")
-    pairs = list(zip(args[::2], args[1::2]))
-    known = {"wait", "reject", "reject_type", "check-at", "defer-reject", "action", "loglevel"}
-    unknown = [key for key, _ in pairs if key not in known]
-    if unknown:
-        raise ValueError("unknown argument %r; known ones are %s" % (unknown[0], ", ".join(sorted(known))))
-    options = dict(pairs)
-    if "action" in options:
-        legacy_action(self, options["action"])
-    try:
-        self.wait = float(options.get("wait", "1"))
-        if self.wait < 0:
-            raise ValueError
-    except ValueError:
-        raise ValueError("wait takes a number of seconds, e.g. 'wait 1', not %r" % options["wait"]) from None
+    options = self.options
+    if options.action:
+        legacy_action(self, options.action)
+    self.wait = options.wait
     if qp.plugin_timeout and self.wait >= qp.plugin_timeout:
         raise ValueError("wait %s would outlast plugin_timeout (%ss); wait less or raise plugin_timeout"
-                         % (options["wait"], qp.plugin_timeout))
-    if self.reject not in (None, "0", "1", "naughty"):
-        raise ValueError("reject takes 1, 0 or naughty, not %r" % self.reject)
-    if self.reject_type not in (None, "perm", "hard", "temp", "soft", "disconnect", "temp_disconnect"):
-        raise ValueError("reject_type takes perm, temp, disconnect or temp_disconnect, not %r" % self.reject_type)
-    self.check_at = {value.upper() for key, value in pairs if key == "check-at"} or {"CONNECT"}
-    bad = self.check_at.difference(_CHECK_POINTS)
-    if bad:
-        raise ValueError("check-at takes CONNECT or DATA, not %r" % bad.pop())
-    self.defer_reject = options.get("defer-reject", "0") not in ("0", "")
+                         % (self.wait, qp.plugin_timeout))
+    self.check_at = set(options.check_at or ["CONNECT"])
+    self.defer_reject = options.defer_reject
     if self.defer_reject:
         self.register_hook("mail", "refuse_deferred")
 
 
 def legacy_action(self, action):
     """qpsmtpd's old ``action`` argument, as ``reject`` and ``reject_type`` (which win when given too)."""
-    if action not in _ACTIONS:
-        raise ValueError("action takes deny, denysoft or log, not %r (or use 'reject 1|0' and 'reject_type')"
-                         % action)
     reject, reject_type = _ACTIONS[action]
     if self.reject is None:
         self.reject = reject

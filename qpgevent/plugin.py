@@ -12,7 +12,7 @@ import gevent
 
 from .config import bundled_dir
 from .constants import DECLINED, DENY, DENY_DISCONNECT, DENYSOFT, DENYSOFT_DISCONNECT, LOGINFO, parse_log_level
-from . import qpsmtpd_plugins, replies as R
+from . import arguments, qpsmtpd_plugins, replies as R
 from .errors import ConfigError, ConfigWarning
 from .hooks import HOOK_BY_METHOD, HOOKS, HookRegistry, current_hook, current_session
 
@@ -42,6 +42,7 @@ class Plugin:
         self.reject: Optional[str] = None
         self.reject_type: Optional[str] = None
         self.capabilities: List[str] = []  # EHLO keywords from the file's CAPABILITIES
+        self.options: Any = None  # what the line says, when the file declares ARGUMENTS (qpgevent/arguments.py)
 
     def __repr__(self) -> str:
         return "<plugin %s>" % self.name
@@ -274,6 +275,8 @@ def load_plugin(smtpd: Any, name: str, args: Sequence[str], dirs: Sequence[Path]
     loading = current_session.set(smtpd)  # self.qp is the daemon while the plugin starts
     try:
         _apply_generic_args(plugin)
+        if hasattr(module, "ARGUMENTS"):
+            plugin.options = arguments.parse(args, module.ARGUMENTS, getattr(module, "POSITIONAL", ()))
         if hasattr(module, "init"):
             module.init(plugin, smtpd, *args)
         for hook in HOOKS:
