@@ -43,6 +43,7 @@ class Plugin:
         self.reject_type: Optional[str] = None
         self.capabilities: List[str] = []  # EHLO keywords from the file's CAPABILITIES
         self.options: Any = None  # what the line says, when the file declares ARGUMENTS (qpgevent/arguments.py)
+        self.old_name_of: Optional[str] = None  # the plugin an old qpsmtpd name (check_relay) loaded
 
     def __repr__(self) -> str:
         return "<plugin %s>" % self.name
@@ -166,6 +167,27 @@ class Plugin:
             self.log(LOGINFO, "skip, %s" % reason)
         return reason is not None
 
+    def isa_plugin(self, parent: str) -> ModuleType:
+        """Make this plugin a variant of plugin ``parent`` (qpsmtpd's isa_plugin) and return the parent's module.
+
+        The parent's ``hook_*`` functions that this plugin's file does not define are
+        registered for it; a hook of its own calls the parent's as
+        ``parent.hook_rcpt(self, transaction, recipient)`` (qpsmtpd's ``SUPER::``).
+        Without ``ARGUMENTS`` of its own, the plugin takes the parent's.  Call it from ``init``.
+        """
+        path = find_plugin(parent, self.smtpd.plugin_dirs())
+        if path is None:
+            raise ValueError("isa_plugin: no plugin %r in %s" % (parent, ", ".join(map(str, self.smtpd.plugin_dirs()))))
+        module = _load_module("%s/_isa_%s" % (self.name, parent), path)
+        for hook in HOOKS:
+            method = "hook_" + re.sub(r"\W", "_", hook)
+            function = getattr(module, method, None)
+            if callable(function) and not callable(getattr(self.module, method, None)):
+                self.smtpd.registry.register(hook, self, function)
+        if not hasattr(self.module, "ARGUMENTS") and hasattr(module, "ARGUMENTS"):
+            self.options = arguments.parse(self.args, module.ARGUMENTS, getattr(module, "POSITIONAL", ()))
+        return module
+
     def is_naughty(self, value: Any = None) -> Any:
         """The connection's deferred rejection (note ``naughty``); with ``value``, set it (and ``rejected``)."""
         notes = self.connection.notes
@@ -260,7 +282,10 @@ def load_plugin(smtpd: Any, name: str, args: Sequence[str], dirs: Sequence[Path]
                 where: Optional[tuple] = None) -> Plugin:
     """Load one plugin instance and register its hooks; ConfigError names ``where`` on failure."""
     path_hint, line = where or (None, None)
-    path = find_plugin(name, dirs)
+    path, kept = find_plugin(name, dirs), None
+    if path is None:
+        kept = qpsmtpd_plugins.kept_name(name.split(":", 1)[0])
+        path = find_plugin(kept, dirs) if kept else None
     if path is None:
         raise ConfigError(_not_found(name, dirs), path_hint, line)
     try:
@@ -272,6 +297,7 @@ def load_plugin(smtpd: Any, name: str, args: Sequence[str], dirs: Sequence[Path]
                           path_hint, line) from exc
     _check_hook_names(module, path)
     plugin = Plugin(name, module, args, smtpd, str(path))
+    plugin.old_name_of = kept
     loading = current_session.set(smtpd)  # self.qp is the daemon while the plugin starts
     try:
         _apply_generic_args(plugin)
@@ -332,6 +358,12 @@ def plugin_set_warnings(registry: HookRegistry, loaded: Sequence[tuple], plugins
         warnings.append(ConfigWarning(
             "no plugin has a rcpt hook, so none can accept a recipient: every RCPT TO would get %d %s; "
             "add `rcpt_ok` after your other rcpt plugins" % (reply.code, reply.status), plugins_file))
+    for plugin, path, line in loaded:
+        if plugin.old_name_of:
+            warnings.append(ConfigWarning(
+                "`%s` is an old qpsmtpd name of the `%s` plugin, which is loaded with the same arguments; "
+                "write `%s` to silence this" % (plugin.name.split(":", 1)[0], plugin.old_name_of, plugin.old_name_of),
+                path, line))
     deferring = [(plugin, path, line) for plugin, path, line in loaded if plugin.reject == "naughty"]
     if deferring and not any(plugin.name.split(":", 1)[0] == "naughty" for plugin, _, _ in loaded):
         # Plugin.get_reject stores a 'reject naughty' rejection in a note that only a naughty plugin reads.

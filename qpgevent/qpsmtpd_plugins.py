@@ -50,6 +50,25 @@ ASYNC = frozenset((
 ))
 
 
+# Old names qpsmtpd or Debian's package still load: Debian's check_* wrappers (isa_plugin of the
+# plugin on the right, same arguments) and the async/* copies of 0.94. The loader loads the plugin on
+# the right under the old name and warns. The other FORMER_NAMES changed meaning when renamed
+# (check_norelay, relay_only, the *_patterns files), so they stay errors that say what to write.
+KEPT = {
+    "check_badmailfrom": "badmailfrom", "check_badrcptto": "badrcptto", "check_earlytalker": "earlytalker",
+    "check_loop": "loop", "check_relay": "relay", "check_spamhelo": "helo",
+    "require_resolvable_fromhost": "resolvable_fromhost",
+}
+
+
+def kept_name(name: str) -> Optional[str]:
+    """The plugin an old name (``check_relay``, ``async/dnsbl``) still loads, or None."""
+    if name in ASYNC:
+        name = name[len("async/"):]
+        return KEPT.get(name, name)
+    return KEPT.get(name)
+
+
 def current_name(name: str) -> Optional[str]:
     """The qpsmtpd plugin ``name`` (a ``config/plugins`` name, no ``:N``) stands for today, or None if none."""
     if name in ASYNC:

@@ -132,12 +132,11 @@ def test_naughty_present_but_not_loaded_says_so(tmp_path):
 
 
 @pytest.mark.parametrize("line, message", [
-    ("check_relay", "`check_relay` is an old qpsmtpd name of the `relay` plugin; write `relay`"),
-    ("async/earlytalker", "`async/earlytalker` is an old qpsmtpd name of the `earlytalker` plugin; write `earlytalker`"),
-    ("check_basicheaders", "qpsmtpd plugin `check_basicheaders` (now called `headers`) is not available in this "
-                           "version of qpgevent; " + PORT_IT),
-    ("virus/clamdscan:1", "qpsmtpd plugin `virus/clamdscan` is not available in this version of qpgevent; " + PORT_IT),
-    ("ident/geoip", "qpsmtpd plugin `ident/geoip` is not available in this version of qpgevent; " + PORT_IT),
+    ("check_norelay", "`check_norelay` is an old qpsmtpd name of the `relay` plugin; write `relay`"),
+    ("authsql", "qpsmtpd plugin `authsql` (now called `auth/auth_vpopmail_sql`) is not available in this "
+                "version of qpgevent; " + PORT_IT),
+    ("virus/sophie:1", "qpsmtpd plugin `virus/sophie` is not available in this version of qpgevent; " + PORT_IT),
+    ("logging/apache", "qpsmtpd plugin `logging/apache` is not available in this version of qpgevent; " + PORT_IT),
     ("My::Plugin", "`My::Plugin` names a Perl module, and Perl plugins do not run here; " + PORT_IT),
 ])
 def test_qpsmtpd_names_get_an_honest_message(tmp_path, line, message):
@@ -156,3 +155,16 @@ def test_a_far_fetched_guess_is_not_offered(tmp_path):
     assert "did you mean" not in far.message and far.message.endswith("check the spelling or add its directory "
                                                                       "to plugin_dirs")
     assert typo.message.endswith("did you mean 'rcpt_ok'?")
+
+
+@pytest.mark.parametrize("line, loaded", [("check_relay", "relay"), ("async/earlytalker", "earlytalker"),
+                                          ("async/check_earlytalker", "earlytalker")])
+def test_names_qpsmtpd_kept_load_their_plugin_with_a_warning(tmp_path, line, loaded):
+    """Debian's check_* wrappers and 0.94's async/* copies still load (the current plugin), and say so at start-up."""
+    smtpd = make_smtpd(tmp_path, ["rcpt_ok", line, "queue/maildir ./M"])
+    plugin = smtpd.plugins[1]
+    assert (plugin.name, Path(plugin.path).stem) == (line, loaded)
+    [warning] = smtpd.warnings
+    assert (warning.message, warning.line) == (
+        "`%s` is an old qpsmtpd name of the `%s` plugin, which is loaded with the same arguments; "
+        "write `%s` to silence this" % (line, loaded, loaded), 2)
