@@ -10,6 +10,7 @@ which the process was running.
 
     bench/profile.py [--conc 100] [--size 1024] [--secs 15] [--top 25] [--svg flame.svg]
     bench/profile.py --server 127.0.0.1:2600 --pid 1234     # a server you started
+    bench/profile.py ... --message signed.eml --sender a@example.org --helo mx.example.org
 
 Needs py-spy (``pip install py-spy``) and root (ptrace).
 """
@@ -98,6 +99,9 @@ def main():
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--svg", help="also record a flame graph here (a second sampling window)")
     parser.add_argument("--raw", help="keep the collapsed stacks here")
+    parser.add_argument("--message", help="send this file (smtp-source -F) instead of --size bytes")
+    parser.add_argument("--sender", default="a@example.com", help="MAIL FROM address")
+    parser.add_argument("--helo", help="HELO name (smtp-source -M)")
     parser.add_argument("--server", metavar="HOST:PORT")
     parser.add_argument("--pid", type=int)
     args = parser.parse_args()
@@ -117,8 +121,10 @@ def main():
             (host, port), pid = server.address, server.process.pid
         # enough messages for the sampling windows; stopped as soon as they end
         windows = 2 if args.svg else 1
-        load = subprocess.Popen(["smtp-source", "-s", str(args.conc), "-m", "10000000", "-l", str(args.size),
-                                 "-f", "a@example.com", "-t", "b@example.com", "%s:%s" % (host, port)],
+        message = ["-F", args.message] if args.message else ["-l", str(args.size)]
+        helo = ["-M", args.helo] if args.helo else []
+        load = subprocess.Popen(["smtp-source", "-s", str(args.conc), "-m", "10000000", *message, *helo,
+                                 "-f", args.sender, "-t", "b@example.com", "%s:%s" % (host, port)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             time.sleep(2)  # past the start-up burst
