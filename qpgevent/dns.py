@@ -90,6 +90,15 @@ class Resolver:
         self._resolver.lifetime = timeout
         self._resolver.cache = dns.resolver.LRUCache(CACHE_SIZE)
 
+    def describe(self) -> str:
+        """The servers asked and the time allowed, for --check-config."""
+        resolver = self._resolver
+        # The system configuration gives addresses as text, config/dns_servers gives Do53Nameservers.
+        pairs = [(server, resolver.port) if isinstance(server, str) else (server.address, server.port)
+                 for server in resolver.nameservers]
+        servers = ", ".join(("[%s]:%d" if ":" in ip else "%s:%d") % (ip, port) for ip, port in pairs)
+        return "%s (timeout %gs)" % (servers or "none", self.timeout)
+
     def lookup(self, name: str, rdtype: str) -> Result:
         """Look up ``rdtype`` (one of TYPES) records of ``name``; never raises for what the DNS answers."""
         if rdtype not in TYPES:

@@ -413,6 +413,8 @@ def check_config(options: argparse.Namespace) -> int:
         plugins = smtpd.registry.plugins_for(hook)
         if plugins:
             print("%s: %s" % (hook, ", ".join(plugins)))
+    print("state store: %s" % smtpd.state.url)
+    print("DNS servers: %s" % smtpd.dns.describe())
     print("configuration ok: %d plugins from %s, %s" % (len(smtpd.plugins), smtpd.config.directory,
                                                          _count(smtpd.warnings, "warning")))
     return 0

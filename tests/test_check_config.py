@@ -168,3 +168,14 @@ def test_names_qpsmtpd_kept_load_their_plugin_with_a_warning(tmp_path, line, loa
     assert (warning.message, warning.line) == (
         "`%s` is an old qpsmtpd name of the `%s` plugin, which is loaded with the same arguments; "
         "write `%s` to silence this" % (line, loaded, loaded), 2)
+
+
+def test_check_config_names_the_state_store_and_the_dns_servers(tmp_path):
+    """Where shared state lives and which DNS servers plugins ask: what an admin checks before going live."""
+    config = our_config(tmp_path, ["rcpt_ok", "queue/maildir ./M"], dns_servers=["127.0.0.1:5353", "[::1]:53"],
+                        dns_timeout="2", storage="sqlite:%s" % (tmp_path / "state.db"))
+    result = check_config(config)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "state store: sqlite:%s" % (tmp_path / "state.db") in lines
+    assert "DNS servers: 127.0.0.1:5353, [::1]:53 (timeout 2s)" in lines
