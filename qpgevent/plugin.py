@@ -24,6 +24,10 @@ _REJECT_TYPES = {
 }
 
 
+# Hooks that run before any transaction: what a plugin finds there holds for the whole connection.
+_CONNECTION_HOOKS = frozenset(("pre-connection", "connect", "helo", "ehlo", "post-connection", "disconnect"))
+
+
 class Plugin:
     """One loaded plugin instance (``relay``, ``relay:1``, ``queue/maildir``).
 
@@ -209,8 +213,8 @@ class Plugin:
         Results found before MAIL (iprev at connect, a HELO check) hold for the whole
         connection; those found in a transaction (SPF, DKIM, DMARC) for that message only.
         """
-        transaction = self.qp.made_transaction
-        scope = transaction if transaction is not None and transaction.sender is not None else self.connection
+        hook = self.hook_name or ""
+        scope = self.connection if hook in _CONNECTION_HOOKS or hook.startswith("auth") else self.transaction
         notes = scope.notes
         notes["authentication_results"] = "; ".join(filter(None, [notes.get("authentication_results"), result]))
 

@@ -164,9 +164,11 @@ class QueueCapture:
         self.spooled: List[bool] = []
 
     def __call__(self, plugin: Any, transaction: Any) -> int:
-        name, value = transaction.header.fields[0]
-        assert name == "Received", "the core's Received line must come first"
-        self.received.append(value)
+        # Our Authentication-Results, when there is one, sits above our Received line (RFC 8601 5).
+        fields = transaction.header.fields
+        ours = 1 if fields[0][0] == "Authentication-Results" else 0
+        assert fields[ours][0] == "Received", "the core's Received line must come first"
+        self.received.append(fields[ours][1])
         transaction.header.delete("Received", 0)
         self.messages.append(b"".join(transaction.message_blocks()))
         self.envelopes.append((transaction.sender, list(transaction.recipients), dict(transaction.dsn),

@@ -182,10 +182,13 @@ def test_qpsmtpd_state_lists_shows_and_clears(tmp_path, url, store):
 
     code, out, _ = run_tool(config, "list")
     assert code == 0 and len(out.splitlines()) == 3
+    # The TTLs shown count down while the tool starts (seconds on a loaded machine), never up.
     code, out, _ = run_tool(config, "list", "karma:")
-    assert code == 0 and re.fullmatch(r"karma:192.0.2.1\t-3\t(599|600)s\nkarma:192.0.2.2\t1\t(599|600)s\n", out)
+    listed = re.fullmatch(r"karma:192.0.2.1\t-3\t(\d+)s\nkarma:192.0.2.2\t1\t(\d+)s\n", out)
+    assert code == 0 and listed and all(500 < int(ttl) <= 600 for ttl in listed.groups())
     code, out, _ = run_tool(config, "show", "grey:192.0.2.1")
-    assert code == 0 and re.fullmatch(r"grey:192.0.2.1\t1700000000\t(59|60)s\n", out)
+    shown = re.fullmatch(r"grey:192.0.2.1\t1700000000\t(\d+)s\n", out)
+    assert code == 0 and shown and 0 < int(shown.group(1)) <= 60
     code, _, err = run_tool(config, "show", "grey:nothing")
     assert code == 1 and "no such key" in err
 

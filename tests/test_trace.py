@@ -85,3 +85,20 @@ def test_unparseable_results_are_renamed():
     clean_authentication_results(header, "mx.test")
     assert header.names() == ["DKIM-Signature", "Original-Authentication-Results"]
     assert dkim_signed_fields(header) == {"authentication-results"}
+
+
+def test_results_found_at_mail_belong_to_that_message_and_those_at_connect_to_every_one(tmp_path):
+    """store_auth_results at connect holds for the connection; at MAIL (no sender set yet) for that message only."""
+    session = TestSession(make_smtpd(tmp_path, config={"me": "mx.test"}))
+    capture = QueueCapture()
+    session.mock_hook("connect", lambda plugin, transaction: plugin.store_auth_results("iprev=pass") or 909)
+    session.mock_hook("mail", lambda plugin, transaction, sender, **params:
+                      plugin.store_auth_results("spf=pass smtp.mailfrom=%s" % sender.host) or 909)
+    session.mock_hook("rcpt", accept_all)
+    session.mock_hook("queue", capture)
+    session.start()
+    for sender in ("a@one.test", "b@two.test"):
+        assert session.send_message(sender, ["c@example.com"], "From: %s\n\nbody\n" % sender)[-1].code == 250
+    first, second = (message.decode().split("\n\n")[0] for message in capture.messages)
+    assert "Authentication-Results: mx.test; iprev=pass; spf=pass smtp.mailfrom=one.test\n" in first + "\n"
+    assert "Authentication-Results: mx.test; iprev=pass; spf=pass smtp.mailfrom=two.test\n" in second + "\n"
