@@ -225,7 +225,7 @@ def add_spf_header(self, transaction):
 def no_dmarc_policy(self, transaction):
     """Refuse by SPF alone the mail whose From domain has no DMARC record (note ``dmarc_result`` of dmarc)."""
     query, dmarc = transaction.notes.get("spfquery"), transaction.notes.get("dmarc_result")
-    if not query or not dmarc or dmarc.get("policy") is not None or self.is_immune():
+    if not query or not dmarc or dmarc.get("result") != "none" or self.is_immune():
         return DECLINED
     result = query["result"]
     least = _NO_DMARC_LEVELS.get(result)
