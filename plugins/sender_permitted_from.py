@@ -41,7 +41,7 @@ Notes it sets (the interface ``dmarc`` reads):
   transaction ``dmarc_spf``      ``{"domain": ..., "scope": "mfrom"|"helo", "result": "pass"|"fail"|
                                  "softfail"|"neutral"|"none"|"temperror"|"permerror"}``
   transaction ``spf_pass_host``  the sender's domain, lower case, when SPF passed
-  transaction ``spfquery``       ``{"result", "explanation", "received_spf"}`` of the check
+  transaction ``spfquery``       ``{"result", "explanation", "received_spf", "scope", "domain"}`` of the check
 
 Headers: ``Received-SPF`` (RFC 7208 9.1), prepended at ``data_post`` so it
 sits above our Received line as 9.1 asks; ``spf=RESULT smtp.mailfrom=DOMAIN``

@@ -20,6 +20,7 @@ RECORDS = [
     'slow 300 IN TXT "v=spf1 ip4:192.0.2.0/24 -all"',
     'helo 300 IN TXT "v=spf1 a -all"', "helo 300 IN A 192.0.2.7",
     'live 300 IN TXT "v=spf1 ip4:127.0.0.5 -all"',
+    'ipv6 300 IN TXT "v=spf1 ip6:2001:db8::/32 -all"',
 ]
 RESULTS = ["pass", "fail", "softfail", "neutral", "none", "permerror", "temperror"]
 MESSAGE = "From: a@spf-test.example\nSubject: spf\n\nhello\n"
@@ -150,6 +151,15 @@ def test_slow_dns_is_a_temperror_within_dns_timeout(tmp_path, spf_dns):
     assert time.monotonic() - started < 2.5
     assert (reply.code, reply.status) == (450, "4.7.24")
     assert test.transaction.notes["dmarc_spf"]["result"] == "temperror"
+
+
+@pytest.mark.parametrize("remote_ip, result", [("2001:db8::7", "pass"), ("2001:db9::7", "fail"), (CLIENT, "fail")])
+def test_ipv6_clients(tmp_path, spf_dns, remote_ip, result):
+    """An IPv6 client is matched against ip6: mechanisms."""
+    test = session(tmp_path, spf_dns, remote_ip=remote_ip)
+    test.command("EHLO client.test")
+    test.command("MAIL FROM:<user@ipv6.spf-test.example>")
+    assert test.transaction.notes["dmarc_spf"]["result"] == result
 
 
 def test_null_sender_is_checked_by_helo(tmp_path, spf_dns):
