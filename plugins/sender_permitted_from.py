@@ -87,28 +87,40 @@ _POLICY = {
 # no_dmarc_policy N refuses these results (at N and above).
 _NO_DMARC_LEVELS = {"fail": 1, "softfail": 2, "neutral": 3, "none": 4, "permerror": 4}
 
-# pyspf looks names up through its module function DNSLookup.  Ours asks the
-# resolver of the session running the check (several daemons may share a
-# process in tests); outside a check pyspf's own function still serves.
-_resolver = contextvars.ContextVar("spf_resolver", default=None)
-_pyspf_lookup = spf.DNSLookup
+def install_lookup():
+    """Route pyspf's lookups through the resolver of the check running now; its context variable.
+
+    pyspf looks every name up through its module function DNSLookup.  Ours
+    asks the resolver a check puts in the returned context variable (several
+    daemons may share a process in tests); with none set, pyspf's own
+    function serves.  Installed once per process: this file runs again at
+    each load of the plugin, and must not wrap its earlier self.
+    """
+    installed = getattr(spf.DNSLookup, "resolver_var", None)
+    if installed is not None:
+        return installed
+    pyspf_lookup = spf.DNSLookup
+    resolver_var = contextvars.ContextVar("spf_resolver", default=None)
+
+    def lookup(name, qtype, strict=True, timeout=None):
+        """pyspf's DNSLookup contract: ``[((name, type), value), ...]``; TempError on DNS trouble."""
+        resolver = resolver_var.get()
+        if resolver is None:
+            return pyspf_lookup(name, qtype, strict, timeout)
+        if qtype not in ("A", "AAAA", "MX", "TXT", "PTR"):
+            return []  # the SPF RR type (99), which RFC 7208 retired
+        result = resolver.lookup(name, qtype)
+        if result.temporary:
+            raise spf.TempError("DNS %s lookup of %s: %s" % (qtype, name, result.status.value))
+        # pyspf joins a TXT record's strings itself; ours come joined already.
+        return [((name, qtype), [value] if qtype == "TXT" else value) for value in result.records]
+
+    lookup.resolver_var = resolver_var
+    spf.DNSLookup = lookup
+    return resolver_var
 
 
-def _lookup(name, qtype, strict=True, timeout=None):
-    """pyspf's DNSLookup contract on our resolver: ``[((name, type), value), ...]``; TempError on DNS trouble."""
-    resolver = _resolver.get()
-    if resolver is None:
-        return _pyspf_lookup(name, qtype, strict, timeout)
-    if qtype not in ("A", "AAAA", "MX", "TXT", "PTR"):
-        return []  # the SPF RR type (99), which RFC 7208 retired
-    result = resolver.lookup(name, qtype)
-    if result.temporary:
-        raise spf.TempError("DNS %s lookup of %s: %s" % (qtype, name, result.status.value))
-    # pyspf joins a TXT record's strings itself; ours come joined already.
-    return [((name, qtype), [value] if qtype == "TXT" else value) for value in result.records]
-
-
-spf.DNSLookup = _lookup
+_resolver = install_lookup()
 
 
 def register(self, qp, *args):
