@@ -160,15 +160,14 @@ def evaluate_spf(self, transaction, sender, **params):
     connection = self.qp.connection
     helo = connection.hello_host or ""
     if sender.user and sender.host:
-        scope, domain, identity = "mfrom", domain_key(sender.host), sender.address
-    else:
+        scope, domain = "mfrom", domain_key(sender.host)
+        identity = "%s@%s" % (sender.user, domain)
+    else:  # a null sender: pyspf checks postmaster@HELO (RFC 7208 2.4)
         scope, domain, identity = "helo", helo.lower(), ""
     notes["dmarc_spf"] = {"domain": domain, "scope": scope, "result": "none"}
     if scope == "helo" and not _HOSTNAME.match(domain):
         self.log(LOGINFO, "skip, null sender and HELO %r is no host name" % helo)
         return DECLINED
-    if scope == "mfrom":
-        identity = "%s@%s" % (sender.user, domain)
     result, received_spf, why = check(self, connection.remote_ip, identity, helo)
     notes["dmarc_spf"]["result"] = result
     notes["spfquery"] = {"result": result, "explanation": why, "received_spf": received_spf,
