@@ -98,7 +98,7 @@ def hook_connect(self, transaction):
         return DECLINED
     first = listings[0]
     self.log(LOGINFO, "fail, %s is listed in %s" % (ip, ", ".join(listing.zone.name for listing in listings)))
-    return listed(self, first.reason, first.zone.name)
+    return listed(self, first.reason or "Blocked by %s" % first.zone.name, first.zone.name)
 
 
 def listed(self, reason, where):

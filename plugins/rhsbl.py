@@ -67,6 +67,7 @@ def hook_mail(self, transaction, sender, **params):
         self.log(LOGINFO, "pass, %s is in none of %d zones" % (domain, len(zones)))
         return DECLINED
     first = listings[0]
-    transaction.notes["rhsbl"] = first.reason
-    return self.get_reject("Mail from %s rejected because it %s" % (domain, first.reason),
+    reason = first.reason or "is listed in %s" % first.zone.name
+    transaction.notes["rhsbl"] = reason
+    return self.get_reject("Mail from %s rejected because it %s" % (domain, reason),
                            "%s is listed in %s" % (domain, first.zone.name))

@@ -25,12 +25,10 @@ class Zone(NamedTuple):
 
 
 class Listing(NamedTuple):
-    """A key found in a zone: ``reason`` is the zone line's text, else the list's TXT record."""
+    """A key found in a zone: ``reason`` is the zone line's text, else the list's TXT record (None if it has none)."""
 
     zone: Zone
-    query: str
-    reason: str
-    addresses: tuple
+    reason: Optional[str]
 
 
 def parse_zones(lines: Iterable[str], separator: Optional[str] = None) -> List[Zone]:
@@ -87,22 +85,21 @@ def _verdict(plugin: Any, zone: Zone, a: Any, txt: Any) -> Optional[Listing]:
     if a.temporary:
         plugin.log(LOGWARN, "skip, %s: no answer for %s (%s), taken as not listed" % (zone.name, a.name, a.status.value))
         return None
-    if a.found:
-        addresses = tuple(r for r in a.records if ipaddress.ip_address(r) in _LISTED
-                          and ipaddress.ip_address(r) not in _ERRORS)
-        if not addresses:
-            plugin.log(LOGWARN, "skip, %s answered %s for %s: not a listing (RFC 5782)"
-                       % (zone.name, ", ".join(a.records), a.name))
-            return None
-    elif txt is None or not txt.found:
+    has_txt = txt is not None and txt.found
+    if a.found and not any(listing_address(record) for record in a.records):
+        plugin.log(LOGWARN, "skip, %s answered %s for %s: not a listing (RFC 5782)"
+                   % (zone.name, ", ".join(a.records), a.name))
+        return None
+    if not a.found and not has_txt:  # qpsmtpd takes a TXT record alone as a listing
         plugin.log(LOGDEBUG, "pass, %s not in %s" % (a.name, zone.name))
         return None
-    else:
-        addresses = ()  # qpsmtpd takes a TXT record alone as a listing
-    if zone.message is not None:
-        reason = zone.message
-    elif txt is not None and txt.found:
+    reason = zone.message
+    if reason is None and has_txt:
         reason = " ".join(txt.records)
-    else:
-        reason = "Blocked by %s" % zone.name
-    return Listing(zone, a.name, reason, addresses)
+    return Listing(zone, reason)
+
+
+def listing_address(address: str) -> bool:
+    """True for an A answer that lists (in 127.0.0.0/8, and no list's error code)."""
+    ip = ipaddress.ip_address(address)
+    return ip in _LISTED and ip not in _ERRORS
