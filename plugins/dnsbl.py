@@ -17,10 +17,10 @@ Arguments::
 ``reject 0``
     Only log the listing (the note is set all the same).
 ``reject naughty``
-    Store the refusal at connect for the ``naughty`` plugin; a recipient
-    above clears the connection's ``naughty`` note, as in qpsmtpd, and a
-    later ordinary recipient stores ours again (so ``postmaster`` first
-    does not open the door for the others).
+    Store the refusal at connect for the ``naughty`` plugin; one of the
+    special recipients above clears the connection's ``naughty`` note, as
+    in qpsmtpd, and a later ordinary recipient stores ours again (so
+    ``postmaster`` first does not open the door for the others).
 ``reject_type``
     The refusal's kind; ``disconnect`` hangs up after it.
 ``timeout``
@@ -118,8 +118,7 @@ def refusal(self, reason):
 
 
 def hook_rcpt(self, transaction, recipient, **params):
-    notes = self.qp.connection.notes
-    message = notes.get(NOTE)
+    message = self.qp.connection.notes.get(NOTE)
     if not message or self.is_immune():
         return DECLINED
     if _SPECIAL_USERS.match(recipient.user or ""):

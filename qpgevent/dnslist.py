@@ -83,7 +83,8 @@ def check(plugin: Any, key: str, zones: Iterable[Zone]) -> List[Listing]:
 
 def _verdict(plugin: Any, zone: Zone, a: Any, txt: Any) -> Optional[Listing]:
     if a.temporary:
-        plugin.log(LOGWARN, "skip, %s: no answer for %s (%s), taken as not listed" % (zone.name, a.name, a.status.value))
+        plugin.log(LOGWARN, "skip, %s: no answer for %s (%s), taken as not listed"
+                   % (zone.name, a.name, a.status.value))
         return None
     has_txt = txt is not None and txt.found
     if a.found and not any(listing_address(record) for record in a.records):
