@@ -1,0 +1,106 @@
+"""DNS list lookups (RFC 5782): the query names and the verdicts dnsbl, rhsbl, dns_whitelist_soft and uribl share.
+
+A list answers a query ``<key>.<zone>`` (the key is an address with its
+labels reversed, or a domain) with an A record in 127.0.0.0/8 when the key
+is listed, often with a TXT record saying why.  Every zone of a check is
+asked at once (``Resolver.lookup_many``), so a check takes as long as the
+slowest zone, and never longer than ``dns_timeout``.
+"""
+import ipaddress
+from typing import Any, Iterable, List, NamedTuple, Optional
+
+from .constants import LOGDEBUG, LOGWARN
+
+# RFC 5782 2.1: listings are 127.0.0.0/8.  Spamhaus answers 127.255.255.x for errors
+# (queries through a public resolver, over quota): such an answer lists nobody.
+_LISTED = ipaddress.ip_network("127.0.0.0/8")
+_ERRORS = ipaddress.ip_network("127.255.255.0/24")
+
+
+class Zone(NamedTuple):
+    """A list from a zones config line: its DNS zone, and the admin's reply text if the line gives one."""
+
+    name: str
+    message: Optional[str] = None
+
+
+class Listing(NamedTuple):
+    """A key found in a zone: ``reason`` is the zone line's text, else the list's TXT record (None if it has none)."""
+
+    zone: Zone
+    reason: Optional[str]
+
+
+def parse_zones(lines: Iterable[str], separator: Optional[str] = None) -> List[Zone]:
+    """Zones config lines ``zone`` or ``zone<separator>message`` (None: white space) as Zones, duplicates dropped."""
+    zones = {}
+    for line in lines:
+        name, *rest = line.strip().split(separator, 1)
+        name = name.strip().rstrip(".").lower()
+        message = rest[0].strip() if rest and rest[0].strip() else None
+        if name and name not in zones:
+            zones[name] = Zone(name, message)
+    return list(zones.values())
+
+
+def reversed_ip(ip: str) -> str:
+    """``192.0.2.7`` -> ``7.2.0.192``; IPv6 by nibbles (RFC 5782 2.4); an IPv4-mapped address as IPv4.
+
+    ValueError if ``ip`` is no address.
+    """
+    address = ipaddress.ip_address(ip)
+    if address.version == 6 and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    if address.version == 4:
+        return ".".join(reversed(str(address).split(".")))
+    return ".".join(reversed(address.exploded.replace(":", "")))
+
+
+def check(plugin: Any, key: str, zones: Iterable[Zone]) -> List[Listing]:
+    """Look ``key`` up in every zone at once; the zones that list it, in config order.
+
+    A zone whose line gives a message is asked for A only; one without is
+    asked for A and TXT, the TXT record being the reason (qpsmtpd asks only
+    TXT there, which misses lists that publish A alone).  A zone that times
+    out or fails is logged and counts as not listing the key.
+    """
+    zones = list(zones)
+    queries = []
+    for zone in zones:
+        queries.append(("%s.%s" % (key, zone.name), "A"))
+        if zone.message is None:
+            queries.append(("%s.%s" % (key, zone.name), "TXT"))
+    results = iter(plugin.smtpd.dns.lookup_many(queries))
+    listings = []
+    for zone in zones:
+        a = next(results)
+        txt = next(results) if zone.message is None else None
+        listing = _verdict(plugin, zone, a, txt)
+        if listing is not None:
+            listings.append(listing)
+    return listings
+
+
+def _verdict(plugin: Any, zone: Zone, a: Any, txt: Any) -> Optional[Listing]:
+    if a.temporary:
+        plugin.log(LOGWARN, "skip, %s: no answer for %s (%s), taken as not listed"
+                   % (zone.name, a.name, a.status.value))
+        return None
+    has_txt = txt is not None and txt.found
+    if a.found and not any(listing_address(record) for record in a.records):
+        plugin.log(LOGWARN, "skip, %s answered %s for %s: not a listing (RFC 5782)"
+                   % (zone.name, ", ".join(a.records), a.name))
+        return None
+    if not a.found and not has_txt:  # qpsmtpd takes a TXT record alone as a listing
+        plugin.log(LOGDEBUG, "pass, %s not in %s" % (a.name, zone.name))
+        return None
+    reason = zone.message
+    if reason is None and has_txt:
+        reason = " ".join(txt.records)
+    return Listing(zone, reason)
+
+
+def listing_address(address: str) -> bool:
+    """True for an A answer that lists (in 127.0.0.0/8, and no list's error code)."""
+    ip = ipaddress.ip_address(address)
+    return ip in _LISTED and ip not in _ERRORS
