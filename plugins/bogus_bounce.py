@@ -41,7 +41,7 @@ def register(self, qp, *args):
 
 
 def hook_data_post(self, transaction):
-    if transaction.sender is None or transaction.sender.address:
+    if transaction.sender.address:
         self.log(LOGINFO, "pass, not a null sender")
         return DECLINED
     recipients = transaction.recipients
