@@ -112,8 +112,8 @@ def parse(args: Sequence[str], declared: Mapping[str, Argument], positional: Seq
     values: Dict[str, Any] = {}
     words_left = list(args)
     for name in positional:
-        if not words_left or words_left[0] in known and name != words_left[0]:
-            break
+        if not words_left or words_left[0] in known:
+            break  # a known key starts the pairs, even the slot's own name (``loop max_hops 50``)
         _take(name, known[name], words_left.pop(0), values, faults)
     if len(words_left) % 2:
         faults.append("arguments after the plugin name come in pairs (key value); %r has no value" % words_left[-1])

@@ -40,6 +40,12 @@ def test_positional_words_fill_named_slots_before_the_pairs():
     assert arguments.parse(["policy", "rfc"], DECLARED, positional=["max"]).max == 4
 
 
+def test_a_positional_slot_may_also_be_given_as_a_pair():
+    """``loop max_hops 50`` as well as ``loop 50``: the slot's own name starts the pairs, it is not its value."""
+    assert arguments.parse(["max", "7"], DECLARED, positional=["max"]).max == 7
+    assert arguments.parse(["loglevel", "+1"], DECLARED, positional=["loglevel"]).loglevel == "+1"
+
+
 def test_every_fault_is_reported_at_once():
     with pytest.raises(ValueError) as caught:
         arguments.parse(["wiat", "2", "max", "11", "policy", "loose", "reject", "maybe", "wait", "1", "wait", "2",

@@ -134,6 +134,7 @@ def test_naughty_present_but_not_loaded_says_so(tmp_path):
                 "version of qpgevent; " + PORT_IT),
     ("virus/sophie:1", "qpsmtpd plugin `virus/sophie` is not available in this version of qpgevent; " + PORT_IT),
     ("logging/apache", "qpsmtpd plugin `logging/apache` is not available in this version of qpgevent; " + PORT_IT),
+    ("check_basicheaders", "`check_basicheaders` is an old qpsmtpd name of the `headers` plugin; write `headers`"),
     ("My::Plugin", "`My::Plugin` names a Perl module, and Perl plugins do not run here; " + PORT_IT),
 ])
 def test_qpsmtpd_names_get_an_honest_message(tmp_path, line, message):
