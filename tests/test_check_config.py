@@ -31,19 +31,18 @@ def our_config(tmp_path: Path, plugins: list, **values: str) -> Path:
 
 
 def test_qpsmtpd_config_sample_lists_every_missing_plugin_in_one_run(tmp_path):
-    """qpsmtpd's own config.sample: one run names each of its 15 plugins we lack, by line, and the missing queue."""
+    """qpsmtpd's own config.sample: one run names each of its 12 plugins we lack, by line, and the missing queue."""
     config = tmp_path / "config"
     shutil.copytree(SAMPLE, config)
     plugins = config / "plugins"
-    missing = [(27, "fcrdns"), (35, "dnsbl"), (36, "rhsbl"), (41, "helo"), (59, "badmailfrom"),
-               (61, "resolvable_fromhost"), (62, "sender_permitted_from"), (65, "badrcptto"), (72, "headers"),
+    missing = [(35, "dnsbl"), (36, "rhsbl"), (59, "badmailfrom"), (62, "sender_permitted_from"), (65, "badrcptto"), (72, "headers"),
                (73, "bogus_bounce"), (75, "dkim"), (77, "dmarc"), (80, "virus/klez_filter"), (85, "spamassassin"),
                (99, "naughty")]
     expected = ["qpsmtpd-server: %s:%d: qpsmtpd plugin `%s` is not available in this version of qpgevent; %s"
                 % (plugins, line, name, PORT_IT) for line, name in missing]
     expected += ["qpsmtpd-server: warning: %s: no queue plugin is loaded, so every message would be refused after "
                  "DATA with 451 4.3.0; add one, e.g. `queue/maildir ./Maildir`" % plugins,
-                 "qpsmtpd-server: 15 errors, 1 warning: the server would not start"]
+                 "qpsmtpd-server: 12 errors, 1 warning: the server would not start"]
     result = check_config(config)
     assert result.stderr.splitlines() == expected
     assert (result.returncode, result.stdout) == (78, "")
@@ -51,7 +50,7 @@ def test_qpsmtpd_config_sample_lists_every_missing_plugin_in_one_run(tmp_path):
 
 def test_several_errors_in_one_config_are_reported_together(tmp_path):
     """A bad setting, a bad argument, a qpsmtpd plugin we lack and a typo: all four in one run, each with its line."""
-    config = our_config(tmp_path, ["count_unrecognized_commands many", "fcrdns", "rcpt_okk", "queue/maildir ./M"],
+    config = our_config(tmp_path, ["count_unrecognized_commands many", "dspam", "rcpt_okk", "queue/maildir ./M"],
                         max_rcpt="lots")
     result = check_config(config)
     lines = result.stderr.splitlines()
@@ -59,7 +58,7 @@ def test_several_errors_in_one_config_are_reported_together(tmp_path):
         config / "max_rcpt")
     assert lines[1].startswith("qpsmtpd-server: %s:1: plugin count_unrecognized_commands (arguments 'many') "
                                "refused to start: " % (config / "plugins"))
-    assert lines[2] == "qpsmtpd-server: %s:2: qpsmtpd plugin `fcrdns` is not available in this version of " \
+    assert lines[2] == "qpsmtpd-server: %s:2: qpsmtpd plugin `dspam` is not available in this version of " \
                        "qpgevent; %s" % (config / "plugins", PORT_IT)
     assert lines[3].startswith("qpsmtpd-server: %s:3: plugin 'rcpt_okk' not found in " % (config / "plugins"))
     assert lines[3].endswith("did you mean 'rcpt_ok'?")
@@ -71,13 +70,13 @@ def test_several_errors_in_one_config_are_reported_together(tmp_path):
 
 def test_normal_start_refuses_with_every_error_listed(tmp_path):
     """The daemon itself (not only --check-config) lists all the errors before it refuses to start."""
-    config = our_config(tmp_path, ["fcrdns", "rcpt_ok", "rcpt_okk", "queue/maildir ./M"])
+    config = our_config(tmp_path, ["dspam", "rcpt_ok", "rcpt_okk", "queue/maildir ./M"])
     result = start(config)
     assert result.returncode == 78
     lines = result.stderr.splitlines()
     assert lines[:2] == [
         "qpsmtpd-server: 2 configuration errors:",
-        "  %s:1: qpsmtpd plugin `fcrdns` is not available in this version of qpgevent; %s" % (config / "plugins", PORT_IT)]
+        "  %s:1: qpsmtpd plugin `dspam` is not available in this version of qpgevent; %s" % (config / "plugins", PORT_IT)]
     assert lines[2].startswith("  %s:3: plugin 'rcpt_okk' not found in " % (config / "plugins"))
     assert lines[2].endswith("; did you mean 'rcpt_ok'?")
     assert len(lines) == 3
