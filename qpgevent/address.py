@@ -43,6 +43,26 @@ def domain_key(domain: str) -> str:
         return domain
 
 
+def address_literal(host: str) -> Optional[str]:
+    """The address inside an RFC 5321 address literal (``[192.0.2.7]``, ``[IPv6:2001:db8::7]``), else None."""
+    if _IPV4_LITERAL.match(host):
+        return host[1:-1]
+    ipv6 = _IPV6_LITERAL.match(host)
+    return str(ipaddress.IPv6Address(ipv6.group(1))) if ipv6 and _valid_ipv6(ipv6.group(1)) else None
+
+
+_HOST_CHARACTERS = re.compile(r"[A-Za-z0-9.-]+\Z")
+
+
+def fqdn_fault(name: str) -> Optional[str]:
+    """Why ``name`` is no fully qualified host name (qpsmtpd's test: a dot, only letters, digits, ``-``, ``.``), or None."""
+    if "." not in name.strip("."):
+        return "not FQDN"
+    if not _HOST_CHARACTERS.match(name):
+        return "invalid FQDN chars"
+    return None
+
+
 class AddressError(ValueError):
     """A path that does not parse."""
 

@@ -83,6 +83,18 @@ def ip_in(ip: str, entries: Iterable[str]) -> bool:
     return False
 
 
+def same_network(first: str, second: str, ipv4_prefix: int = 24, ipv6_prefix: int = 96) -> bool:
+    """True when two addresses of one family share the /24 (IPv4) or /96 (IPv6): qpsmtpd's "network match"."""
+    try:
+        a, b = ipaddress.ip_address(first), ipaddress.ip_address(second)
+    except ValueError:
+        return False
+    if a.version != b.version:
+        return False
+    prefix = ipv4_prefix if a.version == 4 else ipv6_prefix
+    return ipaddress.ip_network("%s/%d" % (a, prefix), strict=False) == ipaddress.ip_network("%s/%d" % (b, prefix), strict=False)
+
+
 def host_port(value: str, default_port: int) -> Tuple[str, int]:
     """``HOST``, ``HOST:PORT``, ``[v6]`` or ``[v6]:PORT`` -> (host, port); ValueError on a bad port."""
     if value.startswith("["):

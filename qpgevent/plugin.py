@@ -151,6 +151,21 @@ class Plugin:
         self.log(LOGINFO, "fail" + (", " + log_msg if log_msg else ""))
         return (self.get_reject_type(), smtp_msg)
 
+    def get_temp_reject(self, smtp_msg: str = "temporary failure", log_msg: str = "") -> tuple:
+        """The refusal for an outcome that may change (a DNS timeout): like ``get_reject``, but never a 5xx.
+
+        ``reject 0`` declines (and logs).  Otherwise (``1`` or ``naughty``) the
+        refusal comes now: a deferred one would be permanent when the naughty
+        plugin gives it.  ``reject_type disconnect`` or ``temp_disconnect``
+        hangs up too.
+        """
+        if self.reject is not None and self.reject in ("0", ""):
+            self.log(LOGINFO, "fail, tolerated" + (", " + log_msg if log_msg else ""))
+            return (DECLINED,)
+        self.log(LOGINFO, "fail, temporary" + (", " + log_msg if log_msg else ""))
+        hang_up = self.get_reject_type() in (DENY_DISCONNECT, DENYSOFT_DISCONNECT)
+        return (DENYSOFT_DISCONNECT if hang_up else DENYSOFT, smtp_msg)
+
     def store_deferred_reject(self, message: str) -> None:
         notes = self.connection.notes
         text = "(%s) %s" % (self.name, message)

@@ -164,11 +164,11 @@ class QueueCapture:
         self.spooled: List[bool] = []
 
     def __call__(self, plugin: Any, transaction: Any) -> int:
-        # Our Authentication-Results, when there is one, sits above our Received line (RFC 8601 5).
-        fields = transaction.header.fields
-        ours = 1 if fields[0][0] == "Authentication-Results" else 0
-        assert fields[ours][0] == "Received", "the core's Received line must come first"
-        self.received.append(fields[ours][1])
+        # The core's Received is the first one; our Authentication-Results and the data_post
+        # plugins' fields (X-HELO, ...) may have been prepended above it.
+        received = transaction.header.get_all("Received")
+        assert received, "the core's Received line is missing"
+        self.received.append(received[0])
         transaction.header.delete("Received", 0)
         self.messages.append(b"".join(transaction.message_blocks()))
         self.envelopes.append((transaction.sender, list(transaction.recipients), dict(transaction.dsn),

@@ -48,7 +48,7 @@ def test_qpsmtpd_config_sample_lists_every_missing_plugin_in_one_run(tmp_path):
 
 def test_several_errors_in_one_config_are_reported_together(tmp_path):
     """A bad setting, a bad argument, a qpsmtpd plugin we lack and a typo: all four in one run, each with its line."""
-    config = our_config(tmp_path, ["count_unrecognized_commands many", "fcrdns", "rcpt_okk", "queue/maildir ./M"],
+    config = our_config(tmp_path, ["count_unrecognized_commands many", "dspam", "rcpt_okk", "queue/maildir ./M"],
                         max_rcpt="lots")
     result = check_config(config)
     lines = result.stderr.splitlines()
@@ -56,7 +56,7 @@ def test_several_errors_in_one_config_are_reported_together(tmp_path):
         config / "max_rcpt")
     assert lines[1].startswith("qpsmtpd-server: %s:1: plugin count_unrecognized_commands (arguments 'many') "
                                "refused to start: " % (config / "plugins"))
-    assert lines[2] == "qpsmtpd-server: %s:2: qpsmtpd plugin `fcrdns` is not available in this version of " \
+    assert lines[2] == "qpsmtpd-server: %s:2: qpsmtpd plugin `dspam` is not available in this version of " \
                        "qpgevent; %s" % (config / "plugins", PORT_IT)
     assert lines[3].startswith("qpsmtpd-server: %s:3: plugin 'rcpt_okk' not found in " % (config / "plugins"))
     assert lines[3].endswith("did you mean 'rcpt_ok'?")
@@ -68,13 +68,13 @@ def test_several_errors_in_one_config_are_reported_together(tmp_path):
 
 def test_normal_start_refuses_with_every_error_listed(tmp_path):
     """The daemon itself (not only --check-config) lists all the errors before it refuses to start."""
-    config = our_config(tmp_path, ["fcrdns", "rcpt_ok", "rcpt_okk", "queue/maildir ./M"])
+    config = our_config(tmp_path, ["dspam", "rcpt_ok", "rcpt_okk", "queue/maildir ./M"])
     result = start(config)
     assert result.returncode == 78
     lines = result.stderr.splitlines()
     assert lines[:2] == [
         "qpsmtpd-server: 2 configuration errors:",
-        "  %s:1: qpsmtpd plugin `fcrdns` is not available in this version of qpgevent; %s" % (config / "plugins", PORT_IT)]
+        "  %s:1: qpsmtpd plugin `dspam` is not available in this version of qpgevent; %s" % (config / "plugins", PORT_IT)]
     assert lines[2].startswith("  %s:3: plugin 'rcpt_okk' not found in " % (config / "plugins"))
     assert lines[2].endswith("; did you mean 'rcpt_ok'?")
     assert len(lines) == 3
