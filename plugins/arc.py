@@ -69,6 +69,7 @@ ARGUMENTS = {
     "key": arguments.text(),
 }
 RESULT_NOTE = "arc_result"
+ARC_FIELDS = {name.decode() for name in dkim.ARC.ARC_HEADERS}  # lower case
 
 
 def register(self, qp, *args):
@@ -109,6 +110,8 @@ def load_key_file(self) -> SigningKey:
 
 
 def hook_data_post_headers(self, transaction):
+    if not any(name.lower() in ARC_FIELDS for name, _ in transaction.header):
+        return record(self, transaction, "none", 0, "")  # most mail: not read again
     lookup = KeyLookup(self.smtpd.dns)
     try:
         validation, sets, reason = dkim.ARC(b"".join(transaction.message_blocks())).verify(dnsfunc=lookup)
@@ -118,9 +121,14 @@ def hook_data_post_headers(self, transaction):
     result = (validation or dkim.CV_Fail).decode()
     if result == "fail" and lookup.temporary:
         result, reason = "temperror", "key lookup failed for now: %s" % ", ".join(sorted(lookup.temporary))
+    return record(self, transaction, result, len(sets), reason)
+
+
+def record(self, transaction, result: str, sets: int, reason: str):
+    """Note, Authentication-Results entry and log line for the chain's ``result``."""
     transaction.notes[RESULT_NOTE] = result
     self.store_auth_results("arc=" + result)
-    self.log(LOGINFO, "%s, %d set%s%s" % (result, len(sets), "" if len(sets) == 1 else "s",
+    self.log(LOGINFO, "%s, %d set%s%s" % (result, sets, "" if sets == 1 else "s",
                                         "" if result in ("pass", "none") else ": %s" % reason))
     return DECLINED
 
@@ -155,7 +163,10 @@ def authserv_id(self) -> str:
 def sealing_input(self, transaction) -> bytes:
     """The message with exactly one Authentication-Results of ours, the core's own text, for dkimpy to seal."""
     ours = authserv_id(self)
-    header = Header([(name, value) for name, value in transaction.header.fields
-                     if name.lower() != AUTH_RESULTS.lower() or (parse_authserv_id(value) or "").lower() != ours.lower()])
+
+    def is_ours(name: str, value: str) -> bool:
+        return name.lower() == AUTH_RESULTS.lower() and (parse_authserv_id(value) or "").lower() == ours.lower()
+
+    header = Header([(name, value) for name, value in transaction.header.fields if not is_ours(name, value)])
     header.add(AUTH_RESULTS, authentication_results(self.qp, ours) or "%s; none" % ours, 0)
     return header.as_bytes() + b"".join(transaction.body_blocks())

@@ -68,9 +68,9 @@ from typing import Dict, List, Optional
 import dkim
 
 from qpgevent import DECLINED, DENYSOFT, LOGERROR, LOGINFO, LOGWARN, arguments
-from qpgevent.dkimkeys import DKIM_DIR, KeyLookup, KeyProblem, key_directory, load_key
+from qpgevent.dkimkeys import DKIM_DIR, KeyLookup, KeyProblem, SigningKey, key_directory, load_key
 
-ARGUMENTS: Dict[str, arguments.Argument] = {}
+ARGUMENTS: Dict[str, arguments.Argument] = {}  # only the generic ones: anything else on the line is refused
 MAX_SIGNATURES = 10
 RESULTS_NOTE = "dkim_results"
 _FAILED = "DKIM signature did not verify (#5.7.20)"
@@ -79,9 +79,10 @@ _TOKEN = re.compile(r"[!#-'*+\-.0-9A-Z^-~]+\Z")  # RFC 2045 token: a value that 
 
 
 def hook_data_post_headers(self, transaction):
-    if self.connection.relay_client or self.is_immune():
+    if self.is_immune():
         return DECLINED
-    results = verify(self, b"".join(transaction.message_blocks()))
+    # An unsigned message (most mail) is not read again.
+    results = verify(self, b"".join(transaction.message_blocks())) if "DKIM-Signature" in transaction.header else []
     transaction.notes[RESULTS_NOTE] = [{k: r[k] for k in ("domain", "selector", "result")} for r in results]
     if not results:
         self.store_auth_results("dkim=none")
@@ -132,7 +133,7 @@ def hook_queue_pre(self, transaction):
     return DECLINED
 
 
-def signing_key(self, transaction):
+def signing_key(self, transaction) -> Optional[SigningKey]:
     """The key for the From domain, else the envelope sender's, from config/dkim/; None (logged) if none."""
     dkim_dir = Path(self.smtpd.config.directory) / DKIM_DIR
     domains = [address.rpartition("@")[2] for _, address in getaddresses(transaction.header.get_all("From"))]

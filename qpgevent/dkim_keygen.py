@@ -11,8 +11,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="qpsmtpd-dkim-keygen",
         description="Write config/dkim/DOMAIN/{private,public,selector,dns} and print the DNS record to publish.")
-    parser.add_argument("--config-dir", help="config directory (default: $QPSMTPD_CONFIG, else config/ beside the install)")
-    parser.add_argument("--bits", type=int, default=2048, help="RSA key size (default 2048; 1024 is the least receivers accept)")
+    parser.add_argument("--config-dir",
+                        help="config directory (default: $QPSMTPD_CONFIG, else config/ beside the install)")
+    parser.add_argument("--bits", type=int, default=2048,
+                        help="RSA key size (default 2048; 1024 is the least receivers accept)")
     parser.add_argument("domain", help="the signing domain, e.g. example.org")
     parser.add_argument("selector", nargs="?", help="the selector (default: month and year, as qpsmtpd: dec2026)")
     options = parser.parse_args(argv)
@@ -23,8 +25,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         directory = generate(dkim_dir, options.domain, options.selector, options.bits)
     except (ValueError, FileExistsError) as exc:
         parser.exit(2, "qpsmtpd-dkim-keygen: %s\n" % exc)
-    except (OSError, subprocess.CalledProcessError) as exc:
-        parser.exit(1, "qpsmtpd-dkim-keygen: openssl failed (%s); is the openssl command installed?\n" % exc)
+    except subprocess.CalledProcessError as exc:
+        parser.exit(1, "qpsmtpd-dkim-keygen: openssl failed: %s\n" % exc.stderr.decode(errors="replace").strip())
+    except OSError as exc:  # no openssl command, a directory we may not write
+        parser.exit(1, "qpsmtpd-dkim-keygen: %s\n" % exc)
     print("Key written to %s." % directory)
     print((directory / "dns").read_text(), end="")
     return 0
