@@ -33,7 +33,7 @@ apart).  Results: ``pass``; ``fail`` (signature or body hash did not verify);
 that cannot be parsed); ``temperror`` (the key could not be fetched now);
 an unsigned message gets ``dkim=none``.  The transaction note
 ``dkim_results`` lists ``{"domain": d=, "selector": s=, "result": ...}`` per
-signature (empty when unsigned) for the ``dmarc`` plugin.  A passing
+signature (empty when unsigned) for the ``dmarc`` plugin (list ``dkim`` before it).  A passing
 message earns a karma point, a failing or unusable one loses one.  Keys
 are fetched through the server's one resolver (``dns_servers``,
 ``dns_timeout``, its cache).  The refusal itself is made at ``data_post``:
