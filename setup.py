@@ -36,5 +36,6 @@ setup(
     # qpgevent.cli patches the standard library with gevent before importing the rest.
     entry_points={"console_scripts": ["qpsmtpd-server = qpgevent.cli:server_main",
                                       "qpsmtpd = qpgevent.cli:inetd_main",
-                                      "qpsmtpd-state = qpgevent.state_tool:main"]},
+                                      "qpsmtpd-state = qpgevent.state_tool:main",
+                                      "qpsmtpd-dkim-keygen = qpgevent.dkim_keygen:main"]},
 )

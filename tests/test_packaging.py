@@ -66,3 +66,12 @@ def test_installed_state_tool_reads_the_store(venv, tmp_path):
                             capture_output=True, text=True, cwd=tmp_path, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("karma:192.0.2.1\t-2\t")
+
+
+def test_installed_dkim_keygen_writes_a_key(venv, tmp_path):
+    """The installed ``qpsmtpd-dkim-keygen`` command writes config/dkim/<domain>/ and prints the TXT record."""
+    result = subprocess.run([str(venv / "bin" / "qpsmtpd-dkim-keygen"), "--config-dir", str(tmp_path / "config"),
+                             "--bits", "1024", "example.org", "sel1"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert 'sel1._domainkey.example.org. IN TXT "v=DKIM1; k=rsa; p=' in result.stdout
+    assert (tmp_path / "config" / "dkim" / "example.org" / "selector").read_text() == "sel1\n"
