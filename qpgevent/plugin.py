@@ -316,7 +316,7 @@ def load_plugin(smtpd: Any, name: str, args: Sequence[str], dirs: Sequence[Path]
                           path_hint, line) from exc
     _check_hook_names(module, path)
     plugin = Plugin(name, module, args, smtpd, str(path))
-    plugin.old_name_of = kept
+    plugin.old_name_of = None if name.split(":", 1)[0] in qpsmtpd_plugins.SPELLINGS else kept
     loading = current_session.set(smtpd)  # self.qp is the daemon while the plugin starts
     try:
         _apply_generic_args(plugin)

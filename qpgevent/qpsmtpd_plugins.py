@@ -61,17 +61,25 @@ KEPT = {
 }
 
 
+# The seed talk writes these queue plugins with an underscore. They are other spellings of the same
+# plugins, not old names: the loader loads the plugin on the right without a warning.
+SPELLINGS = {
+    "queue/qmail_queue": "queue/qmail-queue", "queue/postfix_queue": "queue/postfix-queue",
+    "queue/smtp_forward": "queue/smtp-forward", "queue/exim_bsmtp": "queue/exim-bsmtp",
+}
+
+
 def kept_name(name: str) -> Optional[str]:
-    """The plugin an old name (``check_relay``, ``async/dnsbl``) still loads, or None."""
+    """The plugin an old name (``check_relay``, ``async/dnsbl``) or another spelling still loads, or None."""
     if name in ASYNC:
         name = name[len("async/"):]
         return KEPT.get(name, name)
-    return KEPT.get(name)
+    return KEPT.get(name) or SPELLINGS.get(name)
 
 
 def current_name(name: str) -> Optional[str]:
     """The qpsmtpd plugin ``name`` (a ``config/plugins`` name, no ``:N``) stands for today, or None if none."""
     if name in ASYNC:
         name = name[len("async/"):]
-    name = FORMER_NAMES.get(name, name)
+    name = FORMER_NAMES.get(name) or SPELLINGS.get(name, name)
     return name if name in PLUGINS else None
