@@ -1,0 +1,533 @@
+"""queue/smtp-forward against a real Postfix as the next hop (a private instance this module starts).
+
+The Postfix fixture runs ``postfix -c DIR start`` with its own main.cf and
+master.cf in a temporary directory: smtpd services on free 127.0.0.1 ports,
+virtual delivery into one Maildir per user of ``forward-test.example``, no
+mail to anywhere else (``default_transport = error``).  AUTH and BDAT are
+tested against a qpgevent LiveServer as the smarthost: this Postfix has no
+SASL server configured (Cyrus or Dovecot would be a daemon more), and Postfix
+does not take BINARYMIME.
+"""
+import contextlib
+import os
+import shutil
+import smtplib
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from qpgevent.errors import ConfigErrors
+from qpgevent.testing import LiveServer, RawClient, free_port, make_smtpd, wait_for, write_config
+
+DOMAIN = "forward-test.example"
+USERS = ("alice", "bob", "carol")
+POSTFIX_UID = "postfix"
+
+pytestmark = pytest.mark.skipif(shutil.which("postfix") is None, reason="postfix is not installed (tests/run installs it)")
+
+
+class Postfix:
+    """A private Postfix: ``ports`` by service name, a Maildir per user, its log."""
+
+    SERVICES = {
+        # name: extra smtpd options
+        "main": [],
+        "reuse": [],
+        "short": ["smtpd_timeout=2s"],
+        "plain": ["smtpd_tls_security_level=none", "smtputf8_enable=no",
+                  "smtpd_discard_ehlo_keywords=8bitmime,dsn,xclient"],
+    }
+
+    def __init__(self) -> None:
+        self.base = Path(tempfile.mkdtemp(prefix="qpg-forward-postfix-"))  # not under pytest's 0700 tmp: virtual runs as postfix
+        self.base.chmod(0o755)
+        self.etc = self.base / "etc"
+        self.ports = {name: free_port() for name in self.SERVICES}
+        self.cert = self.etc / "cert.pem"
+
+    def mailbox(self, user: str) -> Path:
+        return self.base / "mail" / user / "new"
+
+    def messages(self, user: str) -> list:
+        box = self.mailbox(user)
+        return sorted((p.read_bytes() for p in box.iterdir()), key=len) if box.is_dir() else []
+
+    def log(self) -> str:
+        path = self.base / "maillog"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def start(self) -> "Postfix":
+        uid, gid = _ids(POSTFIX_UID)
+        for name in ("etc", "queue", "data", "mail"):
+            (self.base / name).mkdir()
+        for name in ("data", "mail"):
+            os.chown(self.base / name, uid, gid)
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                        "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+                        "-keyout", str(self.etc / "key.pem"), "-out", str(self.cert)],
+                       check=True, capture_output=True, timeout=60)
+        boxes = ", ".join("%s@%s=%s/" % (user, DOMAIN, user) for user in USERS)
+        restrictions = ("check_recipient_access inline:{ {refused@%s = 550 5.1.1 no such user here}, "
+                        "{deferred@%s = 450 4.2.0 mailbox busy} }, permit_mynetworks, reject_unauth_destination"
+                        % (DOMAIN, DOMAIN))
+        (self.etc / "body_checks").write_text("/^REJECTME/ REJECT this body is not wanted here\n")
+        (self.etc / "main.cf").write_text("\n".join([
+            "compatibility_level = 3.6",
+            "queue_directory = %s/queue" % self.base,
+            "data_directory = %s/data" % self.base,
+            "mail_owner = postfix", "setgid_group = postdrop",
+            "inet_interfaces = 127.0.0.1", "inet_protocols = ipv4",
+            "myhostname = nexthop.test", "mydestination =", "mynetworks = 127.0.0.0/8",
+            "alias_maps =", "alias_database =", "local_header_rewrite_clients =",
+            "default_transport = error:no mail leaves this test", "relay_transport = error:no relaying",
+            "maillog_file = %s/maillog" % self.base, "maillog_file_prefixes = %s" % self.base,
+            "virtual_mailbox_domains = " + DOMAIN,
+            "virtual_mailbox_base = %s/mail" % self.base,
+            "virtual_mailbox_maps = inline:{ %s }" % boxes,
+            "virtual_uid_maps = static:%d" % uid, "virtual_gid_maps = static:%d" % gid,
+            "smtpd_authorized_xclient_hosts = 127.0.0.1",
+            "smtpd_recipient_restrictions = " + restrictions,
+            "body_checks = regexp:%s/body_checks" % self.etc,
+            "smtpd_tls_security_level = may",
+            "smtpd_tls_cert_file = %s" % self.cert, "smtpd_tls_key_file = %s/key.pem" % self.etc,
+            "smtpd_tls_received_header = yes",
+            "",
+        ]))
+        smtpd = ["127.0.0.1:%d inet n - n - - smtpd -o syslog_name=postfix-%s%s"
+                 % (self.ports[name], name, "".join(" -o " + option for option in options))
+                 for name, options in self.SERVICES.items()]
+        (self.etc / "master.cf").write_text("\n".join(smtpd + [
+            "pickup fifo n - n 60 1 pickup", "cleanup unix n - n - 0 cleanup", "qmgr fifo n - n 300 1 qmgr",
+            "tlsmgr unix - - n 1000? 1 tlsmgr", "rewrite unix - - n - - trivial-rewrite",
+            "bounce unix - - n - 0 bounce", "defer unix - - n - 0 bounce", "trace unix - - n - 0 bounce",
+            "verify unix - - n - 1 verify", "flush unix n - n 1000? 0 flush", "proxymap unix - - n - - proxymap",
+            "smtp unix - - n - - smtp", "relay unix - - n - - smtp", "showq unix n - n - - showq",
+            "error unix - - n - - error", "retry unix - - n - - error", "discard unix - - n - - discard",
+            "virtual unix - n n - - virtual", "anvil unix - - n - 1 anvil", "scache unix - - n - 1 scache",
+            "postlog unix-dgram n - n - 1 postlogd", "",
+        ]))
+        result = subprocess.run(["postfix", "-c", str(self.etc), "start"], capture_output=True, text=True, timeout=60)
+        if result.returncode != 0:
+            self.stop()
+            raise RuntimeError("postfix did not start (%d): %s%s\n%s" % (result.returncode, result.stdout,
+                                                                         result.stderr, self.log()))
+        if not wait_for(lambda: all(_answers(port) for port in self.ports.values()), seconds=30):
+            self.stop()
+            raise RuntimeError("postfix does not answer:\n" + self.log())
+        return self
+
+    def stop(self) -> None:
+        subprocess.run(["postfix", "-c", str(self.etc), "stop"], capture_output=True, timeout=60)
+        pid_file = self.base / "queue" / "pid" / "master.pid"
+        if pid_file.exists():
+            wait_for(lambda: not _alive(int(pid_file.read_text().split()[0])), seconds=15)
+            master = int(pid_file.read_text().split()[0])
+            if _alive(master):
+                os.kill(master, 9)
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+def _ids(user):
+    import pwd
+    entry = pwd.getpwnam(user)
+    return entry.pw_uid, entry.pw_gid
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+def _answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as probe:
+            probe.settimeout(5)
+            return probe.recv(3) == b"220"
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def postfix():
+    server = Postfix().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def forward(live_server, postfix):
+    """``forward(ini_lines, service="main", plugin_args=None)`` -> a LiveServer that forwards to that Postfix service."""
+    def start(ini=(), service="main", plugin_args=None, plugins=("rcpt_ok",), config=None):
+        args = plugin_args if plugin_args is not None else "127.0.0.1 %d" % postfix.ports[service]
+        values = {"rcpthosts": [DOMAIN, "other-route.test", "auth-route.test"], "smtp_forward.ini": list(ini)}
+        values.update(config or {})
+        return live_server(plugins=[*plugins, "queue/smtp-forward " + args], config=values)
+    return start
+
+
+@contextlib.contextmanager
+def raw_client(server):
+    client = RawClient(server.address, timeout=30)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def trusted(postfix):
+    return ["tls_ca_file = %s" % postfix.cert]
+
+
+def delivered(postfix, user, subject):
+    """The one message with this subject in the user's Maildir, once Postfix has delivered it."""
+    def found():
+        return [m for m in postfix.messages(user) if b"\nSubject: %s\n" % subject.encode() in m]
+    assert wait_for(found, seconds=20), postfix.log()[-3000:]
+    [stored] = found()
+    return stored
+
+
+def message(subject, body="Hello.\n"):
+    """A message as our client sends it: CRLF line ends, UTF-8."""
+    return text(subject, body).replace("\n", "\r\n").encode("utf-8")
+
+
+def text(subject, body="Hello.\n"):
+    """The message as Postfix's Maildir stores it: LF line ends."""
+    return ("From: Bob <bob@%s>\nTo: Alice <alice@%s>\nSubject: %s\nDate: Thu, 03 Dec 2026 10:00:00 +0000\n"
+            "Message-ID: <%s@%s>\n\n%s" % (DOMAIN, DOMAIN, subject, subject.replace(" ", "-"), DOMAIN, body))
+
+
+# -- the message arrives, byte for byte ---------------------------------------------------------
+def test_message_reaches_the_postfix_mailbox_byte_exact(forward, postfix):
+    """A message with dot lines, 8-bit text and a long line arrives in Postfix's Maildir as sent, plus trace headers."""
+    server = forward(trusted(postfix))
+    body = ".leading dot\n..two dots\n.\nna\xefve caf\xe9\n" + "x" * 1500 + "\nlast line\n"
+    original = text("byte exact", body)
+    with smtplib.SMTP(*server.address, timeout=30) as client:
+        client.ehlo("client.test")
+        client.sendmail("bob@" + DOMAIN, ["alice@" + DOMAIN],
+                        message("byte exact", body), mail_options=["BODY=8BITMIME"])
+    stored = delivered(postfix, "alice", "byte exact")
+    theirs, ours = stored.split(original.encode("utf-8"))
+    assert ours == b""  # the message is the end of the file, byte for byte
+    theirs, ours = theirs.split(b"\nReceived: from [127.0.0.1] (HELO client.test)")
+    assert theirs.startswith(b"Return-Path: <bob@%s>\n" % DOMAIN.encode())
+    assert b"\nReceived: from mx.test (localhost [127.0.0.1])" in theirs  # Postfix's trace header
+    assert b"(using TLS" in theirs  # STARTTLS to the next hop, its certificate checked against tls_ca_file
+    assert b"by mx.test (qpgevent" in ours  # ours
+
+
+def test_the_client_hears_the_next_hop_queue_id(forward, postfix):
+    """The 250 after the message carries Postfix's 'queued as' (250 only once Postfix has it)."""
+    server = forward(trusted(postfix))
+    with raw_client(server) as client:
+        client.reply()
+        client.command("EHLO client.test")
+        client.command("MAIL FROM:<bob@%s>" % DOMAIN)
+        client.command("RCPT TO:<carol@%s>" % DOMAIN)
+        assert client.command("DATA").code == 354
+        reply = client.command(message("queue id").decode() + ".")
+    assert reply.code == 250 and "queued as" in reply.text, reply
+    delivered(postfix, "carol", "queue id")
+
+
+# -- failures: 451 and nothing lost, or the refusal passed on --------------------------------------
+def test_next_hop_down_gives_451_and_the_client_keeps_the_message(forward):
+    """With nothing listening at the next hop the client gets 451 4.4.1 at the end of DATA."""
+    server = forward(plugin_args="127.0.0.1 %d" % free_port())
+    with smtplib.SMTP(*server.address, timeout=30) as client:
+        with pytest.raises(smtplib.SMTPDataError) as caught:
+            client.sendmail("bob@" + DOMAIN, ["alice@" + DOMAIN], message("down"))
+    assert caught.value.smtp_code == 451
+    assert caught.value.smtp_error.startswith(b"4.4.1 next hop (arguments) (127.0.0.1 port")
+
+
+def test_unverifiable_certificate_gives_451(forward, postfix):
+    """tls_verify on (the default) without the CA that signed Postfix's certificate: 451, nothing sent in clear."""
+    server = forward()
+    with smtplib.SMTP(*server.address, timeout=30) as client:
+        with pytest.raises(smtplib.SMTPDataError) as caught:
+            client.sendmail("bob@" + DOMAIN, ["carol@" + DOMAIN], message("unverified"))
+    assert caught.value.smtp_code == 451
+    assert "CERTIFICATE_VERIFY_FAILED" in server.log
+
+
+def test_tls_verify_off_accepts_any_certificate(forward, postfix):
+    """tls_verify = no: the self-signed certificate is taken and the message goes over TLS."""
+    server = forward(["tls_verify = no"])
+    with smtplib.SMTP(*server.address, timeout=30) as client:
+        client.sendmail("bob@" + DOMAIN, ["bob@" + DOMAIN], message("any certificate"))
+    assert b"(using TLS" in delivered(postfix, "bob", "any certificate")
+
+
+def test_every_recipient_refused_gives_554_with_the_next_hop_text(forward, postfix):
+    """Postfix refusing the only recipient with 550 5.1.1: our client gets 554 5.1.1 and Postfix's reason."""
+    server = forward(trusted(postfix))
+    with smtplib.SMTP(*server.address, timeout=30) as client:
+        with pytest.raises(smtplib.SMTPDataError) as caught:
+            client.sendmail("bob@" + DOMAIN, ["refused@" + DOMAIN], message("refused"))
+    assert caught.value.smtp_code == 554
+    assert caught.value.smtp_error.startswith(b"5.1.1 next hop refused recipient <refused@%s>: " % DOMAIN.encode())
+    assert b"no such user here" in caught.value.smtp_error
+
+
+def test_a_temporarily_refused_recipient_defers_the_whole_message(forward, postfix):
+    """One recipient deferred (450) by Postfix: 451 4.2.0 for the message, and nobody gets a copy yet."""
+    server = forward(trusted(postfix))
+    with smtplib.SMTP(*server.address, timeout=30) as client:
+        with pytest.raises(smtplib.SMTPDataError) as caught:
+            client.sendmail("bob@" + DOMAIN, ["alice@" + DOMAIN, "deferred@" + DOMAIN], message("deferred one"))
+    assert (caught.value.smtp_code, caught.value.smtp_error[:5]) == (451, b"4.2.0")
+    time.sleep(1)
+    assert not any(b"deferred one" in m for m in postfix.messages("alice"))
+
+
+def test_a_permanently_refused_recipient_gets_a_report_the_others_the_message(forward, postfix):
+    """alice accepted, refused@ refused by Postfix after our 250: alice gets it, bob (sender) a DSN naming refused@."""
+    server = forward(trusted(postfix))
+    with smtplib.SMTP(*server.address, timeout=30) as client:
+        refused = client.sendmail("carol@" + DOMAIN, ["alice@" + DOMAIN, "refused@" + DOMAIN], message("partly"))
+    assert refused == {}
+    delivered(postfix, "alice", "partly")
+    report = delivered(postfix, "carol", "Undelivered Mail Returned to Sender")
+    assert b"Return-Path: <>" in report
+    assert b"Final-Recipient: rfc822; refused@%s" % DOMAIN.encode() in report
+    assert b"Status: 5.1.1" in report and b"Subject: partly" in report
+
+
+def test_a_refused_message_gives_554_with_the_next_hop_text(forward, postfix):
+    """Postfix's body_checks refusing the message after the dot: 554 5.7.1 with its text."""
+    server = forward(trusted(postfix))
+    with smtplib.SMTP(*server.address, timeout=30) as client:
+        with pytest.raises(smtplib.SMTPDataError) as caught:
+            client.sendmail("bob@" + DOMAIN, ["alice@" + DOMAIN], message("bad body", "REJECTME please\n"))
+    assert caught.value.smtp_code == 554
+    assert caught.value.smtp_error.startswith(b"5.7.1 next hop refused the message: ")
+    assert b"this body is not wanted here" in caught.value.smtp_error
+
+
+def test_rcpt_check_passes_the_next_hop_refusal_on_at_rcpt(forward, postfix):
+    """rcpt_check = yes: Postfix's 550/450 for a recipient reaches our client at RCPT, a good one is accepted."""
+    server = forward(trusted(postfix) + ["rcpt_check = yes"])
+    with raw_client(server) as client:
+        client.reply()
+        client.command("EHLO client.test")
+        client.command("MAIL FROM:<bob@%s>" % DOMAIN)
+        refused = client.command("RCPT TO:<refused@%s>" % DOMAIN)
+        deferred = client.command("RCPT TO:<deferred@%s>" % DOMAIN)
+        good = client.command("RCPT TO:<alice@%s>" % DOMAIN)
+    assert (refused.code, refused.status) == (550, "5.1.1") and "no such user here" in refused.text
+    assert (deferred.code, deferred.status) == (450, "4.2.0") and "mailbox busy" in deferred.text
+    assert good.code == 250
+
+
+# -- XCLIENT, reuse -------------------------------------------------------------------------------
+def test_xclient_makes_postfix_name_the_original_client(forward, postfix):
+    """qpsmtpd's `xclient` flag: Postfix's Received names the client's HELO and address, not ours."""
+    server = forward(trusted(postfix), plugin_args="127.0.0.1 %d xclient" % postfix.ports["main"])
+    with smtplib.SMTP(*server.address, timeout=30, source_address=("127.0.0.2", 0)) as client:
+        client.ehlo("origin.test")
+        client.sendmail("bob@" + DOMAIN, ["alice@" + DOMAIN], message("xclient"))
+    stored = delivered(postfix, "alice", "xclient")
+    postfix_received = stored.split(b"\nReceived: ", 2)[1]
+    assert postfix_received.startswith(b"from origin.test (unknown [127.0.0.2])"), postfix_received
+
+
+def test_connection_is_reused_across_messages(forward, postfix):
+    """Two messages from two client sessions travel on one connection to Postfix (RSET between)."""
+    server = forward(trusted(postfix), service="reuse")
+    for n in range(2):
+        with smtplib.SMTP(*server.address, timeout=30) as client:
+            client.sendmail("bob@" + DOMAIN, ["carol@" + DOMAIN], message("reuse %d" % n))
+    server.stop()  # closes the pooled connection: Postfix logs its summary
+    assert wait_for(lambda: "postfix-reuse/smtpd" in postfix.log() and " mail=2 " in _disconnects(postfix, "reuse"), 20), \
+        _disconnects(postfix, "reuse")
+    assert " rset=1 " in _disconnects(postfix, "reuse")
+
+
+def _disconnects(postfix, service):
+    return "\n".join(line for line in postfix.log().splitlines() if "postfix-%s/smtpd" % service in line
+                     and "disconnect from" in line)
+
+
+def test_a_dead_pooled_connection_is_replaced(forward, postfix):
+    """Postfix drops the idle connection (smtpd_timeout 2s); the next message goes on a fresh one."""
+    server = forward(trusted(postfix), service="short")
+    with smtplib.SMTP(*server.address, timeout=30) as client:
+        client.sendmail("bob@" + DOMAIN, ["alice@" + DOMAIN], message("before the timeout"))
+        time.sleep(3.5)
+        client.sendmail("bob@" + DOMAIN, ["alice@" + DOMAIN], message("after the timeout"))
+    assert wait_for(lambda: sum(b"the timeout" in m for m in postfix.messages("alice")) >= 2, 20)
+    assert "is gone; opening a new one" in server.log
+
+
+# -- extensions ------------------------------------------------------------------------------------
+def test_dsn_parameters_reach_postfix(forward, postfix):
+    """DSN is advertised; NOTIFY=SUCCESS and ENVID pass on, so Postfix's success report names our ENVID."""
+    server = forward(trusted(postfix))
+    with smtplib.SMTP(*server.address, timeout=30) as client:
+        client.ehlo("client.test")
+        assert client.has_extn("dsn")
+        client.sendmail("bob@" + DOMAIN, ["carol@" + DOMAIN], message("dsn"),
+                        mail_options=["RET=HDRS", "ENVID=qpg-forward-1"],
+                        rcpt_options=["NOTIFY=SUCCESS", "ORCPT=rfc822;carol@" + DOMAIN])
+    assert wait_for(lambda: any(b"Original-Envelope-Id: qpg-forward-1" in m for m in postfix.messages("bob")), 20), \
+        postfix.log()[-2000:]
+    [report] = [m for m in postfix.messages("bob") if b"Original-Envelope-Id: qpg-forward-1" in m]
+    assert b"Action: delivered" in report and b"Original-Recipient: rfc822;carol@" + DOMAIN.encode() in report
+
+
+def test_smtputf8_is_passed_on(forward, postfix):
+    """An internationalised sender goes to Postfix with SMTPUTF8 and is delivered."""
+    server = forward(trusted(postfix))
+    with smtplib.SMTP(*server.address, timeout=30) as client:
+        client.sendmail("jos\xe9@" + DOMAIN, ["alice@" + DOMAIN], message("utf8"),
+                        mail_options=["SMTPUTF8"])
+    assert delivered(postfix, "alice", "utf8").startswith("Return-Path: <jos\xe9@".encode())
+
+
+@pytest.mark.parametrize("sender, options, rcpt_options, body, reply", [
+    ("jos\xe9@" + DOMAIN, ["SMTPUTF8"], [], "plain\n", (554, b"5.6.7")),
+    ("bob@" + DOMAIN, ["BODY=8BITMIME"], [], "caf\xe9\n", (554, b"5.6.3")),
+    ("bob@" + DOMAIN, [], ["NOTIFY=SUCCESS"], "plain\n", (554, b"5.3.3")),
+    ("bob@" + DOMAIN, ["BODY=8BITMIME", "SMTPUTF8"], ["NOTIFY=FAILURE"], "plain ascii\n", None),
+])
+def test_extensions_the_next_hop_lacks(forward, postfix, sender, options, rcpt_options, body, reply):
+    """A next hop without SMTPUTF8, 8BITMIME, DSN: a message that needs them is refused, one that does not goes."""
+    server = forward(service="plain")
+    subject = "lacks %s" % (options + rcpt_options)
+    with smtplib.SMTP(*server.address, timeout=30) as client:
+        try:
+            client.sendmail(sender, ["bob@" + DOMAIN], message(subject, body), options, rcpt_options)
+        except smtplib.SMTPDataError as exc:
+            assert (exc.smtp_code, exc.smtp_error[:5]) == reply
+        else:
+            assert reply is None
+            delivered(postfix, "bob", subject)
+
+
+# -- a qpgevent smarthost: AUTH, BDAT, routes ------------------------------------------------------
+@pytest.fixture
+def smarthost(tmp_path):
+    """A qpgevent server with auth/auth_flat_file and a Maildir: a real SMTP server taking AUTH and BINARYMIME."""
+    directory = tmp_path / "smarthost"
+    config = write_config(directory / "config", {
+        "me": "smarthost.test", "rcpthosts": ["other-route.test"], "flat_auth_pw": ["us@smarthost.test:s3cret"],
+        "tls_before_auth": "0", "auth_failure_delay": "0", "spool_dir": str(directory / "spool"),
+        "plugins": ["auth/auth_flat_file", "rcpt_ok", "queue/maildir %s" % (directory / "Maildir")]})
+    with LiveServer(config, cwd=directory) as server:
+        server.maildir = directory / "Maildir" / "new"
+        yield server
+
+
+def test_auth_to_a_smarthost(forward, smarthost):
+    """user/password in the ini: we AUTH, the smarthost lets us relay, the message arrives there."""
+    server = forward(["user = us@smarthost.test", "password = s3cret", "starttls = no"],
+                     plugin_args="127.0.0.1 %d" % smarthost.port)
+    with smtplib.SMTP(*server.address, timeout=30) as client:
+        client.sendmail("bob@" + DOMAIN, ["someone@auth-route.test"], message("auth"))
+    [stored] = [p.read_bytes() for p in smarthost.maildir.iterdir()]
+    assert b"Subject: auth" in stored and b"ESMTPA" in stored
+
+
+def test_wrong_smarthost_password_gives_451(forward, smarthost):
+    """AUTH refused by the smarthost is our configuration's fault: 451, the client keeps the message."""
+    server = forward(["user = us@smarthost.test", "password = wrong", "starttls = no"],
+                     plugin_args="127.0.0.1 %d" % smarthost.port)
+    with smtplib.SMTP(*server.address, timeout=30) as client:
+        with pytest.raises(smtplib.SMTPDataError) as caught:
+            client.sendmail("bob@" + DOMAIN, ["someone@auth-route.test"], message("bad auth"))
+    assert caught.value.smtp_code == 451 and b"refused our AUTH" in caught.value.smtp_error
+
+
+def test_binary_message_goes_by_bdat_byte_exact(forward, smarthost):
+    """BODY=BINARYMIME to a next hop that takes it: BDAT, the octets (lone CR, NUL) arrive untouched."""
+    server = forward(["starttls = no", "[smarthost]", "host = 127.0.0.1", "port = %d" % smarthost.port,
+                      "domains = other-route.test"])
+    body = b"binary \x00\r lone CR\n lone LF\r\n.dot\r\nend\r\n"
+    head = b"Subject: binary\r\nMIME-Version: 1.0\r\n\r\n"
+    with raw_client(server) as client:
+        client.reply()
+        client.command("EHLO client.test")
+        assert client.command("MAIL FROM:<bob@%s> BODY=BINARYMIME" % DOMAIN).code == 250
+        assert client.command("RCPT TO:<x@other-route.test>").code == 250
+        client.send(b"BDAT %d LAST\r\n" % len(head + body) + head + body)
+        reply = client.reply()
+    assert reply.code == 250, reply
+    [stored] = [p.read_bytes() for p in smarthost.maildir.iterdir()]
+    assert stored.endswith(head + body)
+
+
+def test_binary_message_to_postfix_is_refused(forward, postfix):
+    """Postfix does not take BINARYMIME, and we do not convert: 554 5.6.3."""
+    server = forward(trusted(postfix))
+    head_body = b"Subject: binary\r\n\r\nbody\r\n"
+    with raw_client(server) as client:
+        client.reply()
+        client.command("EHLO client.test")
+        client.command("MAIL FROM:<bob@%s> BODY=BINARYMIME" % DOMAIN)
+        client.command("RCPT TO:<alice@%s>" % DOMAIN)
+        client.send(b"BDAT %d LAST\r\n" % len(head_body) + head_body)
+        reply = client.reply()
+    assert (reply.code, reply.status) == (554, "5.6.3"), reply
+
+
+def test_recipients_for_another_route_wait_for_their_own_transaction(forward, postfix, smarthost):
+    """A recipient whose domain goes elsewhere than the first recipient's gets 452 4.5.3; alone it is routed there."""
+    server = forward(trusted(postfix) + ["[smarthost]", "host = 127.0.0.1", "port = %d" % smarthost.port,
+                                         "domains = .route.test, other-route.test", "starttls = no"])
+    with raw_client(server) as client:
+        client.reply()
+        client.command("EHLO client.test")
+        client.command("MAIL FROM:<bob@%s>" % DOMAIN)
+        assert client.command("RCPT TO:<alice@%s>" % DOMAIN).code == 250
+        other = client.command("RCPT TO:<x@other-route.test>")
+    assert (other.code, other.status) == (452, "4.5.3"), other
+    with smtplib.SMTP(*server.address, timeout=30) as client:
+        client.sendmail("bob@" + DOMAIN, ["x@other-route.test"], message("routed"))
+    assert [b"Subject: routed" in p.read_bytes() for p in smarthost.maildir.iterdir()] == [True]
+
+
+# -- configuration ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("spelling, plugin", [
+    ("queue/smtp_forward", "queue/smtp-forward"), ("queue/qmail_queue", "queue/qmail-queue"),
+    ("queue/postfix_queue", "queue/postfix-queue"), ("queue/exim_bsmtp", "queue/exim-bsmtp"),
+])
+def test_underscore_spellings_load_the_queue_plugins_silently(tmp_path, spelling, plugin):
+    """The seed talk's `queue/qmail_queue` etc. load the hyphenated plugin, with no old-name warning."""
+    mine = tmp_path / "mine"
+    (mine / "queue").mkdir(parents=True)
+    (mine / (plugin + ".py")).write_text('"""A stand-in %s."""\n\n\ndef hook_queue(self, transaction):\n    pass\n'
+                                         % plugin)
+    smtpd = make_smtpd(tmp_path, ["rcpt_ok", spelling], {"plugin_dirs": str(mine)})
+    assert (smtpd.plugins[1].name, smtpd.plugins[1].path) == (spelling, str(mine / (plugin + ".py")))
+    assert smtpd.warnings == []
+
+
+def test_the_real_plugin_loads_under_its_underscore_name(tmp_path):
+    """`queue/smtp_forward HOST PORT` is this plugin."""
+    smtpd = make_smtpd(tmp_path, ["rcpt_ok", "queue/smtp_forward 127.0.0.1 2525"])
+    assert Path(smtpd.plugins[1].path).name == "smtp-forward.py" and smtpd.warnings == []
+
+
+@pytest.mark.parametrize("line, ini, problem", [
+    ("queue/smtp-forward", [], "no default destination: give HOST [PORT] as arguments"),
+    ("queue/smtp-forward 127.0.0.1", ["[other]", "host = 10.0.0.1"],
+     "section [other] has no domains, so it is a second default destination"),
+    ("queue/smtp-forward 127.0.0.1", ["[other]", "domains = a.test"], "other.host: missing"),
+    ("queue/smtp-forward 127.0.0.1 twentyfive", [], "port takes a whole number"),
+    ("queue/smtp-forward 127.0.0.1", ["starttls = sometimes"], "starttls: the value \"sometimes\" is unacceptable"),
+])
+def test_bad_configuration_stops_the_start_up(tmp_path, line, ini, problem):
+    """A missing or doubled default, a section without host, a bad value: start-up stops naming the problem."""
+    with pytest.raises(ConfigErrors) as caught:
+        make_smtpd(tmp_path, ["rcpt_ok", line], {"smtp_forward.ini": ini})
+    assert problem in str(caught.value), str(caught.value)
