@@ -72,6 +72,15 @@ def close(client: smtplib.SMTP) -> None:
         pass
 
 
+def quit(client: smtplib.SMTP, wait: float = 2.0) -> None:
+    """QUIT politely, waiting at most ``wait`` seconds for the goodbye; the connection is closed either way."""
+    try:
+        client.sock.settimeout(wait)
+        client.quit()
+    except (smtplib.SMTPException, OSError, AttributeError):
+        close(client)
+
+
 class Pool:
     """Idle connections of one process, by key: at most ``size`` a key, each dropped after ``idle`` seconds unused.
 
@@ -97,7 +106,7 @@ class Pool:
         self._expire()
         connections = self._connections.setdefault(key, [])
         if len(connections) >= self.size:
-            close(client)
+            quit(client)
             return
         connections.append((time.monotonic(), client))
 

@@ -21,7 +21,7 @@ default, in place of the ``HOST`` argument (give one or the other)::
     tls_verify = yes          # check the next hop's certificate and name
     tls_ca_file =             # CA certificates (PEM) to check it with; default: the system's
     xclient = no              # send XCLIENT NAME/ADDR/PORT/HELO/PROTO when the next hop offers it
-    user =                    # AUTH to the next hop with this user and password
+    user =                    # AUTH to the next hop with this user and password (only over TLS, unless starttls = no)
     password =
     rcpt_check = no           # ask the next hop about each recipient at our RCPT time
     pool_size = 4             # idle connections kept per destination (0: a connection per message)
@@ -157,7 +157,7 @@ def register(self, qp, *args):
     self.destinations, self.routes, self.default = [], {}, None
     if options.host:
         settings = dict(top, xclient=top["xclient"] or options.flag == "xclient")
-        self.default = _destination("(arguments)", options.host, options.port, settings)
+        self.default = _destination("default", options.host, options.port, settings)
         self.destinations.append(self.default)
     for name in ini.sections:
         section = ini[name]
@@ -266,6 +266,9 @@ def greet(self, client, destination):
     if destination.xclient:
         send_xclient(self, client, destination)
     if destination.user:
+        if destination.starttls != "no" and not isinstance(client.sock, ssl.SSLSocket):
+            raise HandOffFailed(451, "4.7.0", "next hop %s offers no STARTTLS, and the AUTH password is not sent in "
+                                "clear unless smtp_forward.ini says starttls = no" % destination.name)
         if not client.has_extn("auth"):
             raise HandOffFailed(451, "4.7.0", "next hop %s does not offer AUTH" % destination.name)
         try:
@@ -298,7 +301,8 @@ def send_xclient(self, client, destination):
         if code not in (220, 250):
             raise HandOffFailed(451, "4.3.5", "next hop %s refused XCLIENT: %d %s"
                                 % (destination.name, code, split_reply(code, text)[1]))
-    ehlo(client, self.qp.connection.hello_host or self.qp.me)
+    helo = self.qp.connection.hello_host or ""
+    ehlo(client, helo if helo.isascii() and helo else self.qp.me)
 
 
 # -- the message -------------------------------------------------------------------------------

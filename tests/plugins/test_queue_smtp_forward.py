@@ -247,7 +247,7 @@ def test_next_hop_down_gives_451_and_the_client_keeps_the_message(forward):
         with pytest.raises(smtplib.SMTPDataError) as caught:
             client.sendmail("bob@" + DOMAIN, ["alice@" + DOMAIN], message("down"))
     assert caught.value.smtp_code == 451
-    assert caught.value.smtp_error.startswith(b"4.4.1 next hop (arguments) (127.0.0.1 port")
+    assert caught.value.smtp_error.startswith(b"4.4.1 next hop default (127.0.0.1 port")
 
 
 def test_unverifiable_certificate_gives_451(forward, postfix):
@@ -417,7 +417,10 @@ def test_extensions_the_next_hop_lacks(forward, postfix, sender, options, rcpt_o
 # -- a qpgevent smarthost: AUTH, BDAT, routes ------------------------------------------------------
 @pytest.fixture
 def smarthost(tmp_path):
-    """A qpgevent server with auth/auth_flat_file and a Maildir: a real SMTP server taking AUTH and BINARYMIME."""
+    """A qpgevent server with auth/auth_flat_file and a Maildir: a real SMTP server taking AUTH and BINARYMIME.
+
+    Request it before ``forward``: our server, holding a pooled connection to it, must stop first.
+    """
     directory = tmp_path / "smarthost"
     config = write_config(directory / "config", {
         "me": "smarthost.test", "rcpthosts": ["other-route.test"], "flat_auth_pw": ["us@smarthost.test:s3cret"],
@@ -428,7 +431,7 @@ def smarthost(tmp_path):
         yield server
 
 
-def test_auth_to_a_smarthost(forward, smarthost):
+def test_auth_to_a_smarthost(smarthost, forward):
     """user/password in the ini: we AUTH, the smarthost lets us relay, the message arrives there."""
     server = forward(["user = us@smarthost.test", "password = s3cret", "starttls = no"],
                      plugin_args="127.0.0.1 %d" % smarthost.port)
@@ -438,7 +441,7 @@ def test_auth_to_a_smarthost(forward, smarthost):
     assert b"Subject: auth" in stored and b"ESMTPA" in stored
 
 
-def test_wrong_smarthost_password_gives_451(forward, smarthost):
+def test_wrong_smarthost_password_gives_451(smarthost, forward):
     """AUTH refused by the smarthost is our configuration's fault: 451, the client keeps the message."""
     server = forward(["user = us@smarthost.test", "password = wrong", "starttls = no"],
                      plugin_args="127.0.0.1 %d" % smarthost.port)
@@ -448,7 +451,16 @@ def test_wrong_smarthost_password_gives_451(forward, smarthost):
     assert caught.value.smtp_code == 451 and b"refused our AUTH" in caught.value.smtp_error
 
 
-def test_binary_message_goes_by_bdat_byte_exact(forward, smarthost):
+def test_no_password_in_clear_when_tls_is_missing(smarthost, forward):
+    """A smarthost that does not offer STARTTLS (stripped, say) gets no password unless starttls = no: 451."""
+    server = forward(["user = us@smarthost.test", "password = s3cret"], plugin_args="127.0.0.1 %d" % smarthost.port)
+    with smtplib.SMTP(*server.address, timeout=30) as client:
+        with pytest.raises(smtplib.SMTPDataError) as caught:
+            client.sendmail("bob@" + DOMAIN, ["someone@auth-route.test"], message("no clear password"))
+    assert caught.value.smtp_code == 451 and b"password is not sent in clear" in caught.value.smtp_error
+
+
+def test_binary_message_goes_by_bdat_byte_exact(smarthost, forward):
     """BODY=BINARYMIME to a next hop that takes it: BDAT, the octets (lone CR, NUL) arrive untouched."""
     server = forward(["starttls = no", "[smarthost]", "host = 127.0.0.1", "port = %d" % smarthost.port,
                       "domains = other-route.test"])
@@ -480,7 +492,7 @@ def test_binary_message_to_postfix_is_refused(forward, postfix):
     assert (reply.code, reply.status) == (554, "5.6.3"), reply
 
 
-def test_recipients_for_another_route_wait_for_their_own_transaction(forward, postfix, smarthost):
+def test_recipients_for_another_route_wait_for_their_own_transaction(postfix, smarthost, forward):
     """A recipient whose domain goes elsewhere than the first recipient's gets 452 4.5.3; alone it is routed there."""
     server = forward(trusted(postfix) + ["[smarthost]", "host = 127.0.0.1", "port = %d" % smarthost.port,
                                          "domains = .route.test, other-route.test", "starttls = no"])
