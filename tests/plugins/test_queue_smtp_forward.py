@@ -2,8 +2,8 @@
 
 The Postfix fixture runs ``postfix -c DIR start`` with its own main.cf and
 master.cf in a temporary directory: smtpd services on free 127.0.0.1 ports,
-virtual delivery into one Maildir per user of ``forward-test.example``, no
-mail to anywhere else (``default_transport = error``).  AUTH and BDAT are
+virtual delivery into one Maildir per user of ``forward-test.example``, mail
+for anywhere else discarded (``default_transport = discard``): nothing leaves.  AUTH and BDAT are
 tested against a qpgevent LiveServer as the smarthost: this Postfix has no
 SASL server configured (Cyrus or Dovecot would be a daemon more), and Postfix
 does not take BINARYMIME.
@@ -40,6 +40,12 @@ class Postfix:
         "short": ["smtpd_timeout=2s"],
         "plain": ["smtpd_tls_security_level=none", "smtputf8_enable=no",
                   "smtpd_discard_ehlo_keywords=8bitmime,dsn,xclient"],
+        # the listener docs/operations.md ("qpgevent in front of Postfix") tells admins to add
+        "documented": ["smtpd_authorized_xclient_hosts=127.0.0.1", "smtpd_client_restrictions=",
+                       "smtpd_helo_restrictions=", "smtpd_sender_restrictions=", "mynetworks=0.0.0.0/0,[::]/0",
+                       "smtpd_relay_restrictions=permit_mynetworks,reject_unauth_destination",
+                       "smtpd_recipient_restrictions=permit_mynetworks,reject_unauth_destination",
+                       "smtpd_tls_security_level=none"],
     }
 
     def __init__(self) -> None:
@@ -81,9 +87,9 @@ class Postfix:
             "data_directory = %s/data" % self.base,
             "mail_owner = postfix", "setgid_group = postdrop",
             "inet_interfaces = 127.0.0.1", "inet_protocols = ipv4",
-            "myhostname = nexthop.test", "mydestination =", "mynetworks = 127.0.0.0/8",
+            "myhostname = nexthop.test", "mydestination =", "mynetworks = 127.0.0.1/32",
             "alias_maps =", "alias_database =", "local_header_rewrite_clients =",
-            "default_transport = error:no mail leaves this test", "relay_transport = error:no relaying",
+            "default_transport = discard:no mail leaves this test", "relay_transport = discard:no mail leaves this test",
             "maillog_file = %s/maillog" % self.base, "maillog_file_prefixes = %s" % self.base,
             "virtual_mailbox_domains = " + DOMAIN,
             "virtual_mailbox_base = %s/mail" % self.base,
@@ -339,6 +345,22 @@ def test_xclient_makes_postfix_name_the_original_client(forward, postfix):
     stored = delivered(postfix, "alice", "xclient")
     postfix_received = stored.split(b"\nReceived: ", 2)[1]
     assert postfix_received.startswith(b"from origin.test (unknown [127.0.0.2])"), postfix_received
+
+
+def test_the_documented_front_of_postfix_setup(forward, postfix):
+    """operations.md's plugins line, smtp_forward.ini and Postfix listener: delivered, the real client named.
+
+    Postfix also takes a recipient it relays (qpgevent accepted it), though after XCLIENT it judges the
+    real client, which is outside Postfix's mynetworks (127.0.0.1 only).
+    """
+    server = forward(["starttls = no", "pool_size = 8"],
+                     plugin_args="127.0.0.1 %d xclient" % postfix.ports["documented"])
+    with smtplib.SMTP(*server.address, timeout=30, source_address=("127.0.0.3", 0)) as client:
+        client.ehlo("client.example")
+        client.sendmail("bob@" + DOMAIN, ["carol@" + DOMAIN], message("documented"))
+        client.sendmail("bob@" + DOMAIN, ["someone@other-route.test"], message("relayed by postfix"))
+    stored = delivered(postfix, "carol", "documented")
+    assert stored.split(b"\nReceived: ", 2)[1].startswith(b"from client.example (unknown [127.0.0.3])")
 
 
 def test_connection_is_reused_across_messages(forward, postfix):
