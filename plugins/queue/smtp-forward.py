@@ -99,7 +99,6 @@ Postfix expects.
 """
 import re
 import smtplib
-import socket
 import ssl
 import time
 from types import SimpleNamespace
@@ -154,16 +153,14 @@ def register(self, qp, *args):
     ini = self.config_ini("smtp_forward", SPEC)
     options = self.options
     top = {name: ini[name] for name in SHARED}
-    self.destinations, self.routes, self.default = [], {}, None
+    self.routes, self.default = {}, None
     if options.host:
         settings = dict(top, xclient=top["xclient"] or options.flag == "xclient")
         self.default = _destination("default", options.host, options.port, settings)
-        self.destinations.append(self.default)
     for name in ini.sections:
         section = ini[name]
         settings = dict(top, **{key: section[key] for key in SHARED if section[key] is not None})
         destination = _destination(name, section["host"], section["port"], settings)
-        self.destinations.append(destination)
         if not section["domains"]:
             if self.default is not None:
                 raise ValueError("smtp_forward.ini: section [%s] has no domains, so it is a second default "
@@ -181,7 +178,11 @@ def register(self, qp, *args):
 def _destination(name, host, port, settings):
     context = None
     if settings["starttls"] != "no":
-        context = ssl.create_default_context(cafile=settings["tls_ca_file"] or None)
+        try:
+            context = ssl.create_default_context(cafile=settings["tls_ca_file"] or None)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError("smtp_forward.ini: tls_ca_file %r of destination %s does not load (%s); give a file of "
+                             "PEM certificates" % (settings["tls_ca_file"], name, exc)) from None
         if not settings["tls_verify"]:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
@@ -239,16 +240,22 @@ def connect(self, destination):
 
 
 def open_connection(self, destination):
+    """A new connection, greeted; the details of a failure go to the log, not to our client."""
     where = "%s (%s port %d)" % (destination.name, destination.host, destination.port)
     try:
         client = smtplib.SMTP(destination.host, destination.port, local_hostname=self.qp.me,
                               timeout=destination.connect_timeout)
     except (smtplib.SMTPException, OSError) as exc:
-        raise HandOffFailed(451, "4.4.1", "next hop %s not reachable: %s" % (where, exc)) from None
+        self.log(LOGERROR, "error, cannot reach next hop %s: %s: %s" % (where, type(exc).__name__, exc))
+        raise HandOffFailed(451, "4.4.1", "next hop not reachable; try again later") from None
     try:
         client.sock.settimeout(destination.timeout)
         greet(self, client, destination)
         return client
+    except ssl.SSLError as exc:
+        close(client)
+        self.log(LOGERROR, "error, TLS with next hop %s failed: %s (see tls_verify, tls_ca_file)" % (where, exc))
+        raise HandOffFailed(451, "4.7.5", "TLS with the next hop failed; try again later") from None
     except BaseException:
         close(client)
         raise
@@ -378,8 +385,8 @@ def transfer(self, client, destination, transaction):
     temporary = [r for r in refused if r[1] < 500]
     if temporary or not accepted:
         client.rset()
-        _, code, text = (temporary or refused)[0]
-        raise refusal(code, text, "recipient %s" % (temporary or refused)[0][0].format())
+        recipient, code, text = (temporary or refused)[0]
+        raise refusal(code, text, "recipient %s" % recipient.format())
     if transaction.binary:
         code, text = send_bdat(client, transaction.message_blocks())
     else:
