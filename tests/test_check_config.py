@@ -31,19 +31,18 @@ def our_config(tmp_path: Path, plugins: list, **values: str) -> Path:
 
 
 def test_qpsmtpd_config_sample_lists_every_missing_plugin_in_one_run(tmp_path):
-    """qpsmtpd's own config.sample: one run names each of its 15 plugins we lack, by line, and the missing queue."""
+    """qpsmtpd's own config.sample: one run names each of its 14 plugins we lack, by line, and the missing queue."""
     config = tmp_path / "config"
     shutil.copytree(SAMPLE, config)
     plugins = config / "plugins"
     missing = [(27, "fcrdns"), (35, "dnsbl"), (36, "rhsbl"), (41, "helo"), (59, "badmailfrom"),
                (61, "resolvable_fromhost"), (62, "sender_permitted_from"), (65, "badrcptto"), (72, "headers"),
-               (73, "bogus_bounce"), (75, "dkim"), (77, "dmarc"), (80, "virus/klez_filter"), (85, "spamassassin"),
-               (99, "naughty")]
+               (73, "bogus_bounce"), (75, "dkim"), (77, "dmarc"), (80, "virus/klez_filter"), (85, "spamassassin")]
     expected = ["qpsmtpd-server: %s:%d: qpsmtpd plugin `%s` is not available in this version of qpgevent; %s"
                 % (plugins, line, name, PORT_IT) for line, name in missing]
     expected += ["qpsmtpd-server: warning: %s: no queue plugin is loaded, so every message would be refused after "
                  "DATA with 451 4.3.0; add one, e.g. `queue/maildir ./Maildir`" % plugins,
-                 "qpsmtpd-server: 15 errors, 1 warning: the server would not start"]
+                 "qpsmtpd-server: 14 errors, 1 warning: the server would not start"]
     result = check_config(config)
     assert result.stderr.splitlines() == expected
     assert (result.returncode, result.stdout) == (78, "")
@@ -105,7 +104,7 @@ def test_reject_naughty_without_the_naughty_plugin_is_warned_about_with_its_line
     result = check_config(config)
     assert result.stderr.splitlines() == [
         "qpsmtpd-server: warning: %s:2: plugin earlytalker: `reject naughty` leaves its rejections to the `naughty` "
-        "plugin, which is not available in this version of qpgevent: they are logged and never applied (as with "
+        "plugin, which is not loaded; add a `naughty` line after it: they are logged and never applied (as with "
         "`reject 0`); write `reject 1` to refuse at once" % (config / "plugins")]
     assert result.returncode == 0
 
