@@ -300,3 +300,27 @@ def store_url(config: Any, spool_dir: str) -> Tuple[str, Optional[str], Optional
     if entries:
         return entries[0].value, entries[0].path, entries[0].line
     return "sqlite:" + os.path.join(os.path.abspath(spool_dir), "state.db"), None, None
+
+
+def plugin_store(default: Optional[Store], name: str, db_dir: Optional[str] = None,
+                 redis: Optional[str] = None) -> Store:
+    """The store a plugin's own qpsmtpd arguments name, else ``default`` (``config/storage``).
+
+    ``db_dir DIR`` is ``sqlite:DIR/<name>.db``; ``redis HOST[:PORT]`` is
+    ``redis://HOST:PORT/0`` (port 6379 when none is given); ``redis`` wins, as
+    in qpsmtpd.  ValueError, with the fix, for a directory or host we cannot use.
+    """
+    if redis:
+        parts = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[^:\[\]/@]+)(?::([0-9]+))?", redis)
+        if not parts:
+            raise ValueError("redis %r: write HOST or HOST:PORT, e.g. redis 127.0.0.1:6379" % redis)
+        return open_store("redis://%s:%s/0" % (parts.group(1), parts.group(2) or 6379))
+    if db_dir:
+        directory = os.path.abspath(db_dir)
+        if not os.path.isdir(directory):
+            raise ValueError("db_dir %s does not exist; create it (writable by the server's user) or name another"
+                             % directory)
+        return open_store("sqlite:" + os.path.join(directory, name + ".db"))
+    if default is None:
+        raise ValueError("no state store: config/storage is unusable")
+    return default
