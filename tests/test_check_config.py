@@ -102,7 +102,7 @@ def test_reject_naughty_without_the_naughty_plugin_is_warned_about_with_its_line
     result = check_config(config)
     assert result.stderr.splitlines() == [
         "qpsmtpd-server: warning: %s:2: plugin earlytalker: `reject naughty` leaves its rejections to the `naughty` "
-        "plugin, which is not available in this version of qpgevent: they are logged and never applied (as with "
+        "plugin, which is not loaded; add a `naughty` line after it: they are logged and never applied (as with "
         "`reject 0`); write `reject 1` to refuse at once" % (config / "plugins")]
     assert result.returncode == 0
 
