@@ -16,6 +16,7 @@ import time
 from email.utils import formatdate, make_msgid
 from pathlib import Path
 
+import authres
 import dkim
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -104,6 +105,10 @@ def test_a_clean_signed_message_is_queued_with_our_authentication_results(sample
                    "dmarc=pass (p=reject) header.from=%s" % DOMAIN):
         assert method in results, results
     assert message["Received-SPF"].startswith("pass")
+    # An independent RFC 8601 parser reads the one field the core wrote from every plugin's result.
+    parsed = authres.AuthenticationResultsHeader.parse("Authentication-Results: " + results)
+    assert {(r.method, r.result) for r in parsed.results} == {("spf", "pass"), ("dkim", "pass"), ("dmarc", "pass")}
+    assert len(message.get_all("Authentication-Results")) == 1
 
 
 def test_a_listed_client_is_refused_as_the_sample_says(sample, key):
