@@ -4,7 +4,7 @@
 chroot, every daemon in ``base``), starts Postfix with ``postfix -c``, and
 stops it (and any daemon it left behind) in ``stop()``.  It listens only on
 127.0.0.1: its smtpd on ``smtpd_port``, its cleanup on the unix socket
-``cleanup_socket``.  Mail for ``virtual_domain`` is delivered by Postfix's
+``cleanup_socket`` and on TCP ``cleanup_port``.  Mail for ``virtual_domain`` is delivered by Postfix's
 ``virtual`` agent into ``base/vmail/<domain>/<user>/`` (Maildir); every other
 domain goes to ``relayhost`` (qpgevent, for the first-hop tests) over
 opportunistic STARTTLS.  ``base`` must be reachable by the postfix user: the
@@ -64,6 +64,7 @@ delay_warning_time = 0
 # Every service runs unchrooted, so nothing in the instance depends on a copy of /etc in the spool.
 MASTER_CF = """\
 127.0.0.1:{port} inet n - n - - smtpd
+127.0.0.1:{cleanup_port} inet n - n - 0 cleanup
 pickup    unix n - n 60 1 pickup
 cleanup   unix n - n - 0 cleanup
 qmgr      unix n - n 300 1 qmgr
@@ -100,6 +101,7 @@ class PostfixInstance:
         self.relayhost = relayhost
         self.header_checks = list(header_checks)
         self.smtpd_port = free_port()
+        self.cleanup_port = free_port()  # cleanup as an inet service too (qpsmtpd's host:port)
         self.config_dir = self.base / "etc"
         self.cleanup_socket = str(self.base / "spool" / "public" / "cleanup")
         self.log_path = self.base / "maillog"
@@ -120,7 +122,7 @@ class PostfixInstance:
         os.chown(self.base / "vmail", nobody.pw_uid, nobody.pw_gid)
         (self.config_dir / "main.cf").write_text(MAIN_CF.format(base=self.base, domain=self.domain, uid=nobody.pw_uid,
                                                                  gid=nobody.pw_gid, relayhost=self.relayhost))
-        (self.config_dir / "master.cf").write_text(MASTER_CF.format(port=self.smtpd_port))
+        (self.config_dir / "master.cf").write_text(MASTER_CF.format(port=self.smtpd_port, cleanup_port=self.cleanup_port))
         (self.config_dir / "vmailbox").write_text("".join("%s@%s %s/%s/\n" % (user, self.domain, self.domain, user)
                                                           for user in self.users))
         (self.config_dir / "header_checks").write_text("".join(line + "\n" for line in self.header_checks))

@@ -263,6 +263,16 @@ def test_cleanup_sockets_are_tried_in_order(tmp_path, postfix, session_factory):
     assert delivered(postfix, "alice", before + 1)[-1].endswith(b"Subject: fallback\n\nok\n")
 
 
+def test_postfixqueue_environment_names_a_tcp_cleanup(postfix, live_server):
+    """$POSTFIXQUEUE overrides the argument; ``host:port`` reaches a cleanup that master.cf runs as inet service."""
+    server = live_server(plugins=["rcpt_ok", "queue/postfix-queue /nonexistent/cleanup"],
+                         config={"rcpthosts": ["pfq.test"]}, env={"POSTFIXQUEUE": "127.0.0.1:%d" % postfix.cleanup_port})
+    before = len(postfix.mailbox("alice"))
+    with smtplib.SMTP(*server.address, timeout=30) as client:
+        client.sendmail("bob@pfq.test", ["alice@pfq.test"], b"Subject: tcp\r\n\r\nover tcp\r\n")
+    assert delivered(postfix, "alice", before + 1)[-1].endswith(b"Subject: tcp\n\nover tcp\n")
+
+
 def test_binarymime_is_refused(postfix, session_factory):
     """Postfix stores lines: a BODY=BINARYMIME message gets 552 5.6.1 rather than altered octets."""
     session = session_factory(plugins=["rcpt_ok", "queue/postfix-queue %s" % postfix.cleanup_socket],
