@@ -31,7 +31,7 @@ def our_config(tmp_path: Path, plugins: list, **values: str) -> Path:
 
 
 def test_qpsmtpd_config_sample_loads_with_only_the_missing_queue_warned_about(tmp_path):
-    """qpsmtpd's own config.sample: every plugin it names is here (issue 10 brought spamassassin); no queue: a warning."""
+    """qpsmtpd's config.sample: every plugin it names is here (issue 10 brought spamassassin); no queue: a warning."""
     config = tmp_path / "config"
     shutil.copytree(SAMPLE, config)
     plugins = config / "plugins"

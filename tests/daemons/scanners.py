@@ -9,6 +9,7 @@ here, rspamd a lua file of test rules.  The test modules wrap them in
 session-scoped fixtures, so each daemon starts once per run.
 """
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -168,7 +169,6 @@ def start_clamd() -> Daemon:
 
 
 def _user() -> str:
-    import pwd
     return pwd.getpwuid(os.geteuid()).pw_name
 
 

@@ -97,6 +97,7 @@ def test_live_reject_12_refuses_spam_and_takes_mild_spam(spamd_daemon, live_serv
         assert refused.value.smtp_error == b"5.7.1 spam score exceeded threshold (#5.7.1)"
         client.sendmail("a@sender.test", ["u@example.com"], message(MILD_WORD, subject="mild"))
     [path] = (tmp_path / "Maildir" / "new").iterdir()
+    assert path.read_bytes().endswith(message(MILD_WORD, subject="mild").encode())  # byte-exact under our headers
     stored_message = email.message_from_bytes(path.read_bytes())
     assert stored_message["Subject"] == "mild"
     assert stored_message["X-Spam-Status"].startswith("Yes, score=6.0 required=5.0 tests=QPG_MILD")
