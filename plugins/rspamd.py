@@ -63,8 +63,8 @@ and the authenticated user go as rspamd's request headers.
 
 Config files: none.
 """
-from qpgevent import DECLINED, DENYSOFT, LOGERROR, LOGINFO, arguments
-from qpgevent.scanners import ScanError, bounded, message_length, rename_old_headers, rspamd, scan_timeout
+from qpgevent import DECLINED, DENYSOFT, LOGERROR, LOGINFO, arguments, rspamd
+from qpgevent.scanning import ScanError, bounded, message_length, rename_old_headers, scan_timeout
 
 NOTE = "rspamd"
 _SPAM_ACTIONS = ("add header", "rewrite subject", "soft reject", "reject")

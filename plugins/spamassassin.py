@@ -70,8 +70,8 @@ import itertools
 import os
 import pwd
 
-from qpgevent import DECLINED, DENYSOFT, LOGERROR, LOGINFO, arguments
-from qpgevent.scanners import ScanError, bounded, message_length, rename_old_headers, scan_timeout, spamd
+from qpgevent import DECLINED, DENYSOFT, LOGERROR, LOGINFO, arguments, spamd
+from qpgevent.scanning import ScanError, bounded, message_length, rename_old_headers, scan_timeout
 
 NOTE = "spamassassin"
 _DEFAULT_PREFIX = "*** SPAM ***"

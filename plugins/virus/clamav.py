@@ -45,7 +45,7 @@ import shutil
 import subprocess
 
 from qpgevent import DECLINED, DENY, DENYSOFT, LOGERROR, LOGINFO, LOGNOTICE, arguments
-from qpgevent.scanners import scan_timeout
+from qpgevent.scanning import scan_timeout
 
 _FLAGS = ("declined_on_fail", "back_compat")  # qpsmtpd's words that stand alone
 

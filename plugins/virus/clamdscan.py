@@ -51,8 +51,8 @@ Config files: none (``me`` for X-Virus-Checked).
 """
 import re
 
-from qpgevent import DECLINED, DENY, DENYSOFT, LOGERROR, LOGINFO, LOGNOTICE, arguments
-from qpgevent.scanners import ScanError, bounded, clamd, scan_timeout
+from qpgevent import DECLINED, DENY, DENYSOFT, LOGERROR, LOGINFO, LOGNOTICE, arguments, clamd
+from qpgevent.scanning import ScanError, bounded, scan_timeout
 
 _MULTIPART = re.compile(r"\bmultipart/.*\bboundary=", re.I | re.S)
 _HEADERS = ("X-Virus-Found", "X-Virus-Details", "X-Virus-Checked")

@@ -7,7 +7,8 @@ import pytest
 
 from daemons.scanners import MILD_WORD, SPAM_WORD, closed_port, silent_server, start_spamd
 from qpgevent.errors import ConfigError
-from qpgevent.scanners import ScanError, spamd
+from qpgevent import spamd
+from qpgevent.scanning import ScanError
 from qpgevent.testing import QueueCapture, TestSession, make_smtpd
 
 CONFIG = {"rcpthosts": ["example.com"]}

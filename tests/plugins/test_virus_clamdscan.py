@@ -6,7 +6,8 @@ import time
 import pytest
 
 from daemons.scanners import VIRUS_NAME, VIRUS_WORD, closed_port, silent_server, start_clamd
-from qpgevent.scanners import ScanError, clamd
+from qpgevent import clamd
+from qpgevent.scanning import ScanError
 from qpgevent.testing import QueueCapture, TestSession, make_smtpd
 
 CONFIG = {"rcpthosts": ["example.com"]}

@@ -13,8 +13,8 @@ True ; 20.0 / 5.0`` line and, depending on the command, a body:
 import re
 from typing import Iterable, List, NamedTuple, Optional, Tuple
 
-from ..header import Header
-from . import ScanError, connect
+from .header import Header
+from .scanning import ScanError, connect
 
 DEFAULT_PORT = 783
 COMMANDS = ("CHECK", "SYMBOLS", "REPORT", "HEADERS")
@@ -43,7 +43,7 @@ def request(address: str, command: str, message: Iterable[bytes], length: int, u
     """Send ``command`` with the message (``length`` bytes in blocks) to spamd at ``address``; ScanError if no verdict.
 
     ``timeout`` bounds each wait on the socket; the caller bounds the whole
-    exchange (``scanners.bounded``).
+    exchange (``scanning.bounded``).
     """
     if command not in COMMANDS:
         raise ValueError("spamd command %r is not one of %s" % (command, ", ".join(COMMANDS)))

@@ -11,7 +11,7 @@ import http.client
 import json
 from typing import Iterable, List, Tuple
 
-from . import ScanError, connect
+from .scanning import ScanError, connect
 
 DEFAULT_PORT = 11333
 _MAX_REPLY = 4 * 1024 * 1024

@@ -8,7 +8,7 @@ answers with a NUL byte.
 import struct
 from typing import Iterable, Optional
 
-from . import ScanError, connect
+from .scanning import ScanError, connect
 
 DEFAULT_PORT = 3310
 _MAX_REPLY = 64 * 1024

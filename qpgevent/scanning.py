@@ -1,6 +1,6 @@
 """What the content-scanner plugins share: reaching a daemon, bounding the wait, the message as a stream.
 
-The protocol clients beside this file (``spamd``, ``clamd``, ``rspamd``) speak
+The protocol clients ``qpgevent.spamd``, ``qpgevent.clamd`` and ``qpgevent.rspamd`` speak
 one daemon each; the plugins (``spamassassin``, ``virus/clamdscan``,
 ``rspamd``) decide what their answers mean for the mail.
 """
@@ -10,7 +10,7 @@ from typing import Any, Iterator, Optional
 
 import gevent
 
-from ..netlist import host_port
+from .netlist import host_port
 
 DEFAULT_TIMEOUT = 20.0
 
