@@ -16,6 +16,7 @@ Every connection's packets are recorded in ``sessions`` as ``(command, data)``.
 import socket
 import struct
 import threading
+import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
 
@@ -106,6 +107,13 @@ class TestMilter:
 
     def commands(self, session: int = -1) -> List[bytes]:
         return [command for command, _ in self.sessions[session]]
+
+    def wait_for(self, command: bytes, timeout: float = 5) -> None:
+        """Until the last session has sent ``command`` (its packets arrive in another thread)."""
+        deadline = time.monotonic() + timeout
+        while command not in self.commands():
+            assert time.monotonic() < deadline, "no %r from the MTA within %ss" % (command, timeout)
+            time.sleep(0.01)
 
     def close(self) -> None:
         self._stop.set()
