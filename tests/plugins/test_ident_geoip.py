@@ -95,5 +95,3 @@ def test_missing_package_is_named(tmp_path, db_dir, monkeypatch):
     with pytest.raises(Exception) as error:
         make_smtpd(tmp_path, plugins=["ident/geoip db_dir %s" % db_dir])
     assert "needs the Python package geoip2" in str(error.value)
-
-
