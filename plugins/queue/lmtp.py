@@ -34,9 +34,9 @@ silently, prefer a duplicate to a loss.
   gets ``451`` with the server's reason and retries later; if every
   refusal is permanent it gets ``552`` with the server's enhanced code and
   reason (``5.1.1 <nobody@example.com> User doesn't exist``), and its
-  bounce tells the sender, naming the refused recipient.  List the mailbox
-  users in a ``rcpt`` plugin in front (``rcpt_ok``, ``rcpt_map``) so that
-  unknown users are refused at our RCPT, one by one, instead.
+  bounce tells the sender, naming the refused recipient.  Refuse unknown
+  users at our RCPT, one by one, with a ``rcpt`` plugin in front (for
+  example ``rcpt_map``) to spare the others.
 * Some recipients refused after the message (quota, a failing mailbox):
   the others already have it.  A temporary refusal gives ``451`` whose text
   names who has it already: they may get it twice when the client retries.
