@@ -169,3 +169,21 @@ def test_dot_stuffing_across_block_boundaries(blocks, expected):
     """A dot at a line start is doubled even when the line starts a new block; a last line
     without its line end gets one before the final dot."""
     assert b"".join(stuffed(blocks)) == expected
+
+
+def test_what_dovecot_cannot_take_is_refused_clearly(session_factory, dovecot):
+    """Dovecot's LMTP offers neither BINARYMIME nor SMTPUTF8: a BDAT BINARYMIME message gets 552 5.6.3,
+    an SMTPUTF8 one 552 5.6.7 (a retry could not help), and nothing is delivered."""
+    before = counts(dovecot, "alice@example.com")
+    session = session_factory(plugins=["rcpt_ok", "queue/lmtp %s" % dovecot.socket], config=CONFIG)
+    session.command("EHLO client.test")
+    session.command("MAIL FROM:<a@sender.test> BODY=BINARYMIME")
+    session.command("RCPT TO:<alice@example.com>")
+    body = b"Subject: bin\r\n\r\n\x00\x01 bare\rCR\r\n"
+    reply = session.send(b"BDAT %d LAST\r\n" % len(body) + body)[-1]
+    assert (reply.code, reply.status) == (552, "5.6.3"), reply
+    session.command("MAIL FROM:<a@sender.test> SMTPUTF8")
+    session.command("RCPT TO:<alice@example.com>")
+    reply = session.data(MESSAGE)[-1]
+    assert (reply.code, reply.status) == (552, "5.6.7"), reply
+    assert counts(dovecot, "alice@example.com") == before
