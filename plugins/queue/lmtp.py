@@ -69,6 +69,7 @@ POSITIONAL = ["destination"]
 _MAX_LINE = 4096
 _STATUS = re.compile(r"([245])\.\d{1,3}\.\d{1,3}\s+")
 _ADDRESS = re.compile(r"<[^>]*>\s*")
+_REPLY_LINE = re.compile(rb"[2-5]\d\d(?:[ -]|\r?\n)")
 
 
 class LMTPError(Exception):
@@ -158,7 +159,7 @@ class Connection:
                 raw = self.file.readline(_MAX_LINE)
             except OSError as exc:  # socket.timeout included
                 raise LMTPError("4.4.2", "no answer from the LMTP server: %s" % exc) from exc
-            if not raw.endswith(b"\n") or not re.match(rb"[2-5]\d\d[ -]", raw + b" "):
+            if not raw.endswith(b"\n") or not _REPLY_LINE.match(raw):
                 raise LMTPError("4.4.2", "the LMTP server gave no valid reply: %r" % raw[:100])
             lines.append(raw[4:].decode("utf-8", "replace"))
             if raw[3:4] != b"-":
