@@ -25,6 +25,8 @@ import socket
 import time
 from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
+from . import sockets
+
 # CLEANUP_FLAG_* (src/global/cleanup_user.h); the names are those of qpsmtpd's plugin arguments.
 FLAGS: Dict[str, int] = {
     "FLAG_NONE": 0,
@@ -183,23 +185,6 @@ def _reply_text(reason: str, default: str) -> str:
     return "%s %s" % (default.split(" ", 1)[0], reason or default.split(" ", 1)[1])
 
 
-def connect(address: str, timeout: float) -> socket.socket:
-    """A socket to ``/path`` (unix) or ``host:port`` / ``[v6]:port`` (TCP), connected within ``timeout``."""
-    if address.startswith("/"):
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(timeout)
-        try:
-            sock.connect(address)
-        except BaseException:
-            sock.close()
-            raise
-        return sock
-    host, _, port = address.rpartition(":")
-    sock = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout)
-    sock.settimeout(timeout)
-    return sock
-
-
 class AttributeReader:
     """Reads attr_print0 attribute lists from a socket, NUL-terminated names and values."""
 
@@ -239,7 +224,7 @@ def inject(addresses: List[str], flags: int, envelope: bytes, content: Iterable[
     failures = []
     for address in addresses:
         try:
-            sock = connect(address, timeout)
+            sock = sockets.connect(address, timeout)
             break
         except (OSError, ValueError) as exc:
             failures.append("%s: %s" % (address, exc))

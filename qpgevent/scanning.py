@@ -10,7 +10,7 @@ from typing import Any, Iterator, Optional
 
 import gevent
 
-from .netlist import host_port
+from . import sockets
 
 DEFAULT_TIMEOUT = 20.0
 
@@ -20,18 +20,9 @@ class ScanError(Exception):
 
 
 def connect(address: str, default_port: int, timeout: float) -> socket.socket:
-    """A stream socket to ``address``: a unix socket path (it has a ``/``) or ``HOST[:PORT]``/``[v6]:PORT``."""
+    """A stream socket to ``address`` (qpgevent/sockets.py); ScanError when there is none."""
     try:
-        if "/" in address:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.settimeout(timeout)
-            try:
-                sock.connect(address)
-            except BaseException:
-                sock.close()
-                raise
-            return sock
-        return socket.create_connection(host_port(address, default_port), timeout=timeout)
+        return sockets.connect(address, timeout, default_port)
     except (OSError, ValueError) as exc:
         raise ScanError("cannot connect to %s: %s" % (address, exc)) from exc
 
