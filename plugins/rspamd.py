@@ -64,7 +64,7 @@ and the authenticated user go as rspamd's request headers.
 Config files: none.
 """
 from qpgevent import DECLINED, DENYSOFT, LOGERROR, LOGINFO, arguments, rspamd
-from qpgevent.scanning import ScanError, bounded, message_length, rename_old_headers, scan_timeout
+from qpgevent.scanning import ScanError, bounded, message_length, scan_timeout, spam_scan_wanted
 
 NOTE = "rspamd"
 _SPAM_ACTIONS = ("add header", "rewrite subject", "soft reject", "reject")
@@ -87,12 +87,8 @@ def register(self, qp, *args):
 
 def hook_data_post(self, transaction):
     options = self.options
-    if options.relayclient == "skip" and self.is_immune():
+    if not spam_scan_wanted(self, transaction):
         return DECLINED
-    if transaction.data_size > options.size_limit:
-        self.log(LOGINFO, "skip, too large (%d bytes > size_limit %d)" % (transaction.data_size, options.size_limit))
-        return DECLINED
-    rename_old_headers(transaction.header, "X-Spam-", options.leave_old_headers)
     try:
         with bounded(self.timeout, "rspamd at %s" % options.rspamd_socket):
             verdict = rspamd.check(options.rspamd_socket, transaction.message_blocks(), message_length(transaction),

@@ -71,7 +71,7 @@ import os
 import pwd
 
 from qpgevent import DECLINED, DENYSOFT, LOGERROR, LOGINFO, arguments, spamd
-from qpgevent.scanning import ScanError, bounded, message_length, rename_old_headers, scan_timeout
+from qpgevent.scanning import ScanError, bounded, message_length, scan_timeout, spam_scan_wanted
 
 NOTE = "spamassassin"
 _DEFAULT_PREFIX = "*** SPAM ***"
@@ -107,12 +107,8 @@ def register(self, qp, *args):
 
 def hook_data_post(self, transaction):
     options = self.options
-    if options.relayclient == "skip" and self.is_immune():
+    if not spam_scan_wanted(self, transaction):
         return DECLINED
-    if transaction.data_size > options.size_limit:
-        self.log(LOGINFO, "skip, too large (%d bytes > size_limit %d)" % (transaction.data_size, options.size_limit))
-        return DECLINED
-    rename_old_headers(transaction.header, "X-Spam-", options.leave_old_headers)
     user = spamd_username(self, transaction)
     envelope = ("X-Envelope-From: %s\n" % transaction.sender).encode("utf-8", "surrogateescape")
     try:

@@ -11,6 +11,7 @@ from typing import Any, Iterator, Optional
 import gevent
 
 from . import sockets
+from .constants import LOGINFO
 
 DEFAULT_TIMEOUT = 20.0
 
@@ -68,3 +69,16 @@ def rename_old_headers(header: Any, prefix: str, action: str) -> None:
     if action == "rename":
         for name, value in reversed(old):
             header.add("X-Old-" + name[2:] if name.lower().startswith("x-") else "Old-" + name, value, 0)
+
+
+def spam_scan_wanted(plugin: Any, transaction: Any) -> bool:
+    """The spam scanners' common start: False (logged) for a skipped relay client or a message over ``size_limit``;
+    else the message's old X-Spam-* fields are dealt with (``leave_old_headers``) and True."""
+    options = plugin.options
+    if options.relayclient == "skip" and plugin.is_immune():
+        return False
+    if transaction.data_size > options.size_limit:
+        plugin.log(LOGINFO, "skip, too large (%d bytes > size_limit %d)" % (transaction.data_size, options.size_limit))
+        return False
+    rename_old_headers(transaction.header, "X-Spam-", options.leave_old_headers)
+    return True
