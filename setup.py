@@ -31,8 +31,12 @@ setup(
     # sender-authentication plugins and organisational domains.
     install_requires=["gevent>=24.2", "dnspython>=2.4", "configobj>=5.0.8", "prometheus-client>=0.17", "idna>=3",
                       "redis>=4.2", "pyspf>=2.0.14", "dkimpy>=1.1", "authres>=1.2", "publicsuffixlist>=1.0"],
-    # wheel: tests/test_packaging.py builds one without downloading build tools.
-    extras_require={"test": ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6", "wheel"]},
+    # wheel: tests/test_packaging.py builds one without downloading build tools; geoip2 (the ident/geoip
+    # plugin, which names it at start-up when missing) and mmdb-writer (its tests write a database);
+    # cryptography: DKIM keys made by the tests (and bench/filters.py).
+    extras_require={"test": ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6", "wheel", "geoip2>=4",
+                             "mmdb-writer>=0.2", "cryptography>=41"],
+                    "geoip": ["geoip2>=4"]},
     # qpgevent.cli patches the standard library with gevent before importing the rest.
     entry_points={"console_scripts": ["qpsmtpd-server = qpgevent.cli:server_main",
                                       "qpsmtpd = qpgevent.cli:inetd_main",

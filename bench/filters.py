@@ -57,10 +57,16 @@ def zones(public_key: str) -> Dict[str, str]:
     return {origin: zone_text(records) for origin, records in {
         DOMAIN + ".": ["@ IN A 127.0.0.1", "@ IN MX 10 mx.%s." % DOMAIN, "mx IN A 127.0.0.1",
                        '@ IN TXT "v=spf1 ip4:127.0.0.1 -all"', '_dmarc IN TXT "v=DMARC1; p=reject"',
-                       'bench._domainkey IN TXT "v=DKIM1; k=rsa; p=%s"' % public_key],
+                       # a 2048-bit key is longer than one TXT string (255 octets): several strings, joined
+                       "bench._domainkey IN TXT %s" % " ".join(
+                           '"%s"' % part for part in _chunks("v=DKIM1; k=rsa; p=" + public_key, 250))],
         "1.0.0.127.in-addr.arpa.": ["@ IN PTR mx.%s." % DOMAIN],
         "dnsbl-one.bench.": [], "dnsbl-two.bench.": [], "rhsbl.bench.": [],
     }.items()}
+
+
+def _chunks(text: str, size: int) -> List[str]:
+    return [text[i:i + size] for i in range(0, len(text), size)]
 
 
 def signed_messages(sizes: List[int], work: Path) -> (Dict[int, Path], str):
@@ -84,7 +90,8 @@ def signed_messages(sizes: List[int], work: Path) -> (Dict[int, Path], str):
         signature = dkim.sign(message, b"bench", DOMAIN.encode(), pem, canonicalize=(b"relaxed", b"relaxed"),
                               include_headers=[b"From", b"To", b"Subject", b"Date", b"Message-ID"])
         files[size] = work / ("message-%d.eml" % size)
-        files[size].write_bytes(signature + message)
+        # smtp-source ends each line of the file with CRLF itself
+        files[size].write_bytes((signature + message).replace(b"\r\n", b"\n"))
     return files, public
 
 

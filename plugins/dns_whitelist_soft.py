@@ -19,27 +19,16 @@ connect and MAIL checks of other plugins); IPv6 clients are looked up; an A
 answer alone counts, as qpsmtpd's documentation says, though its code only
 asked TXT.
 """
-from qpgevent import DECLINED, LOGINFO, LOGNOTICE
-from qpgevent.dnslist import Zone, check, parse_zones, reversed_ip
+from qpgevent import DECLINED, LOGNOTICE
+from qpgevent.dnslist import listings
 
 
 def hook_connect(self, transaction):
     ip = self.qp.connection.remote_ip
-    # The zone lines' extra words are no reply texts here: ask A and TXT of every zone.
-    zones = [Zone(zone.name) for zone in parse_zones(self.qp.config_list("whitelist_zones"))]
-    if not zones:
-        self.log(LOGINFO, "skip, no zones in whitelist_zones")
+    found = listings(self, "whitelist_zones", ip, reasons_from_dns=True)
+    if not found:
         return DECLINED
-    try:
-        key = reversed_ip(ip)
-    except ValueError:
-        self.log(LOGINFO, "skip, %r is not an IP address" % ip)
-        return DECLINED
-    listings = check(self, key, zones)
-    if not listings:
-        self.log(LOGINFO, "pass, %s is in none of %d zones" % (ip, len(zones)))
-        return DECLINED
-    first = listings[0]
+    first = found[0]
     reason = first.reason or "listed in %s" % first.zone.name
     self.qp.connection.notes["whitelisthost"] = reason
     self.log(LOGNOTICE, "pass, host %s is whitelisted by %s: %s" % (ip, first.zone.name, reason))

@@ -58,7 +58,7 @@ in 127.0.0.0/8 are listings (a Spamhaus 127.255.255.x error code is not);
 import re
 
 from qpgevent import DECLINED, LOGINFO, LOGNOTICE, arguments
-from qpgevent.dnslist import check, parse_zones, reversed_ip
+from qpgevent.dnslist import listings
 from qpgevent.netlist import ip_in
 
 ARGUMENTS = {
@@ -83,21 +83,11 @@ def hook_connect(self, transaction):
     if ip_in(ip, self.qp.config_list("dnsbl_allow")):
         self.log(LOGINFO, "skip, %s is in dnsbl_allow" % ip)
         return DECLINED
-    zones = parse_zones(self.qp.config_list("dnsbl_zones"), ":")
-    if not zones:
-        self.log(LOGINFO, "skip, no zones in dnsbl_zones")
+    found = listings(self, "dnsbl_zones", ip, separator=":")
+    if not found:
         return DECLINED
-    try:
-        key = reversed_ip(ip)
-    except ValueError:
-        self.log(LOGINFO, "skip, %r is not an IP address" % ip)
-        return DECLINED
-    listings = check(self, key, zones)
-    if not listings:
-        self.log(LOGINFO, "pass, %s is in none of %d zones" % (ip, len(zones)))
-        return DECLINED
-    first = listings[0]
-    self.log(LOGINFO, "fail, %s is listed in %s" % (ip, ", ".join(listing.zone.name for listing in listings)))
+    first = found[0]
+    self.log(LOGINFO, "fail, %s is listed in %s" % (ip, ", ".join(listing.zone.name for listing in found)))
     return listed(self, first.reason or "Blocked by %s" % first.zone.name, first.zone.name)
 
 

@@ -34,7 +34,7 @@ A and TXT (qpsmtpd asks only TXT).  Zones are asked in parallel.
 """
 from qpgevent import DECLINED, LOGINFO, arguments
 from qpgevent.address import domain_key
-from qpgevent.dnslist import check, parse_zones
+from qpgevent.dnslist import listings
 
 ARGUMENTS = {
     "denial": arguments.choice("disconnect", "perm"),
@@ -57,16 +57,11 @@ def hook_mail(self, transaction, sender, **params):
     if host.startswith("["):
         self.log(LOGINFO, "skip, %s is an address literal" % host)
         return DECLINED
-    zones = parse_zones(self.qp.config_list("rhsbl_zones"))
-    if not zones:
-        self.log(LOGINFO, "skip, no zones in rhsbl_zones")
-        return DECLINED
     domain = domain_key(host)
-    listings = check(self, domain, zones)
-    if not listings:
-        self.log(LOGINFO, "pass, %s is in none of %d zones" % (domain, len(zones)))
+    found = listings(self, "rhsbl_zones", domain, domain=True)
+    if not found:
         return DECLINED
-    first = listings[0]
+    first = found[0]
     reason = first.reason or "is listed in %s" % first.zone.name
     transaction.notes["rhsbl"] = reason
     return self.get_reject("Mail from %s rejected because it %s" % (domain, reason),

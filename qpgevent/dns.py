@@ -6,12 +6,15 @@ under the server's gevent monkey-patching.  Plugins reach it as
 """
 import enum
 import ipaddress
+import time
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 import dns.exception
 import dns.name
 import dns.nameserver
+import dns.rdatatype
 import dns.resolver
 import dns.reversename
 
@@ -89,6 +92,9 @@ class Resolver:
         # One try per server within the whole lookup's time, not `timeout` per server.
         self._resolver.lifetime = timeout
         self._resolver.cache = dns.resolver.LRUCache(CACHE_SIZE)
+        # Our own results by (name, type), for their TTL: a cached answer costs a dict lookup, not
+        # dnspython's name parsing and resolution objects (most of a filter chain's DNS cost).
+        self._results: "OrderedDict[Tuple[str, str], Tuple[float, Result]]" = OrderedDict()
 
     def describe(self) -> str:
         """The servers asked and the time allowed, for --check-config."""
@@ -103,18 +109,42 @@ class Resolver:
         """Look up ``rdtype`` (one of TYPES) records of ``name``; never raises for what the DNS answers."""
         if rdtype not in TYPES:
             raise ValueError("unsupported record type %r" % rdtype)
+        return self._cached(name, rdtype) or self._ask(name, rdtype)
+
+    def _cached(self, name: str, rdtype: str) -> Optional[Result]:
+        key = (name.lower().rstrip("."), rdtype)
+        entry = self._results.get(key)
+        if entry is None:
+            return None
+        if entry[0] <= time.monotonic():
+            self._results.pop(key, None)
+            return None
+        return entry[1]._replace(name=name)
+
+    def _keep(self, result: Result, ttl: float) -> Result:
+        if ttl > 0:
+            self._results[(result.name.lower().rstrip("."), result.rdtype)] = (time.monotonic() + ttl, result)
+            if len(self._results) > CACHE_SIZE:
+                self._results.popitem(last=False)
+        return result
+
+    def _ask(self, name: str, rdtype: str) -> Result:
         try:
             answer = self._resolver.resolve(name, rdtype, search=False, raise_on_no_answer=False)
-        except (dns.resolver.NXDOMAIN, dns.name.NameTooLong, dns.name.EmptyLabel, dns.name.LabelTooLong):
+        except dns.resolver.NXDOMAIN as exc:
+            return self._keep(Result(name, rdtype, Status.NXDOMAIN), _negative_ttl(exc))
+        except (dns.name.NameTooLong, dns.name.EmptyLabel, dns.name.LabelTooLong):
             return Result(name, rdtype, Status.NXDOMAIN)
         except dns.exception.Timeout:
             return Result(name, rdtype, Status.TIMEOUT)
         except dns.exception.DNSException:  # NoNameservers (every server failed or refused), YXDOMAIN, ...
             return Result(name, rdtype, Status.SERVFAIL)
+        ttl = answer.expiration - time.time()
         if answer.rrset is None:
-            return Result(name, rdtype, Status.NODATA)
+            return self._keep(Result(name, rdtype, Status.NODATA), ttl)
         records = [_record(rdtype, rdata) for rdata in answer.rrset]
-        return Result(name, rdtype, Status.ANSWER, tuple(sorted(records) if rdtype == "MX" else records))
+        return self._keep(Result(name, rdtype, Status.ANSWER, tuple(sorted(records) if rdtype == "MX" else records)),
+                          ttl)
 
     def a(self, name: str) -> Result:
         return self.lookup(name, "A")
@@ -141,18 +171,36 @@ class Resolver:
         without monkey-patching (unit tests, scripts) in threads.
         """
         queries = list(queries)
-        if len(queries) < 2:
-            return [self.lookup(name, rdtype) for name, rdtype in queries]
-        if _gevent_patched():
+        for name, rdtype in queries:
+            if rdtype not in TYPES:
+                raise ValueError("unsupported record type %r" % rdtype)
+        results = [self._cached(name, rdtype) for name, rdtype in queries]
+        missing = [i for i, result in enumerate(results) if result is None]
+        if len(missing) == 1:
+            results[missing[0]] = self._ask(*queries[missing[0]])
+        elif missing and _gevent_patched():
             import gevent
-            greenlets = [gevent.spawn(self.lookup, name, rdtype) for name, rdtype in queries]
+            greenlets = [gevent.spawn(self._ask, *queries[i]) for i in missing]
             try:
                 gevent.joinall(greenlets, raise_error=True)
-                return [greenlet.value for greenlet in greenlets]
+                for i, greenlet in zip(missing, greenlets):
+                    results[i] = greenlet.value
             finally:
                 gevent.killall(greenlets)
-        with ThreadPoolExecutor(max_workers=min(len(queries), 32)) as pool:
-            return list(pool.map(lambda query: self.lookup(*query), queries))
+        elif missing:
+            with ThreadPoolExecutor(max_workers=min(len(missing), 32)) as pool:
+                for i, result in zip(missing, pool.map(lambda i: self._ask(*queries[i]), missing)):
+                    results[i] = result
+        return results
+
+
+def _negative_ttl(exc: dns.resolver.NXDOMAIN) -> float:
+    """How long an NXDOMAIN may be cached (RFC 2308 5: the SOA's TTL, capped by its minimum); 0 without an SOA."""
+    for response in exc.responses().values():
+        for rrset in response.authority:
+            if rrset.rdtype == dns.rdatatype.SOA:
+                return min(rrset.ttl, rrset[0].minimum)
+    return 0
 
 
 def _gevent_patched() -> bool:

@@ -9,7 +9,7 @@ slowest zone, and never longer than ``dns_timeout``.
 import ipaddress
 from typing import Any, Iterable, List, NamedTuple, Optional
 
-from .constants import LOGDEBUG, LOGWARN
+from .constants import LOGDEBUG, LOGINFO, LOGWARN
 
 # RFC 5782 2.1: listings are 127.0.0.0/8.  Spamhaus answers 127.255.255.x for errors
 # (queries through a public resolver, over quota): such an answer lists nobody.
@@ -79,6 +79,33 @@ def check(plugin: Any, key: str, zones: Iterable[Zone]) -> List[Listing]:
         if listing is not None:
             listings.append(listing)
     return listings
+
+
+def listings(plugin: Any, config_name: str, subject: str, domain: bool = False, separator: Optional[str] = None,
+             reasons_from_dns: bool = False) -> List[Listing]:
+    """The zones of config file ``config_name`` that list ``subject`` (an IP address, or with ``domain`` a domain).
+
+    Logs why nothing was looked up (no zones, not an address) or that nothing
+    lists it.  ``reasons_from_dns``: the zone lines' extra words are no reply
+    texts, so A and TXT of every zone are asked.
+    """
+    zones = parse_zones(plugin.qp.config_list(config_name), separator)
+    if reasons_from_dns:
+        zones = [Zone(zone.name) for zone in zones]
+    if not zones:
+        plugin.log(LOGINFO, "skip, no zones in %s" % config_name)
+        return []
+    key = subject
+    if not domain:
+        try:
+            key = reversed_ip(subject)
+        except ValueError:
+            plugin.log(LOGINFO, "skip, %r is not an IP address" % subject)
+            return []
+    found = check(plugin, key, zones)
+    if not found:
+        plugin.log(LOGINFO, "pass, %s is in none of %d zones" % (subject, len(zones)))
+    return found
 
 
 def _verdict(plugin: Any, zone: Zone, a: Any, txt: Any) -> Optional[Listing]:

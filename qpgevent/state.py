@@ -12,17 +12,26 @@ bounded (sqlite's busy timeout, Redis socket timeouts); a backend that cannot
 answer raises StateUnavailable and the calling plugin decides what that means.
 """
 import os
+import re
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Iterator, List, Optional, Tuple
 from urllib.parse import unquote, urlsplit
+
+import gevent
+from gevent import monkey
+from gevent.threadpool import ThreadPool
 
 TIMEOUT = 2.0  # seconds any one call may wait for a lock or for Redis
 PURGE_EVERY = 300.0  # seconds between sweeps of expired sqlite rows (reads ignore them anyway)
+POOL_SIZE = 4  # native threads (and sqlite connections) per process; calls beyond wait their turn
 
-
-_INHERITED: List[sqlite3.Connection] = []
+# The real ones, whatever gevent's monkey-patching has made of the threading module.
+_thread_local = monkey.get_original("threading", "local")
+_native_thread_id = monkey.get_original("threading", "get_ident")
+_INTEGER = re.compile(r"-?[1-9][0-9]*|0")
+_INHERITED: List[Any] = []
 
 
 class StateUnavailable(Exception):
@@ -47,7 +56,9 @@ class Store:
     def incr(self, key: str, ttl: float, amount: int = 1) -> int:
         """Add ``amount`` atomically and return the new number; a missing key starts at 0 and lives ``ttl`` seconds.
 
-        An existing key keeps its expiry: a counter of strikes within a window.
+        An existing key keeps its expiry: a counter of strikes within a window.  A key that
+        holds something other than a whole number raises ValueError and is left as it was
+        (on both backends: Redis's INCRBY refuses it too).
         """
         raise NotImplementedError
 
@@ -66,31 +77,61 @@ def _check_ttl(ttl: float) -> None:
 
 
 class SqliteStore(Store):
-    """One table in a WAL-mode sqlite file; expired rows are ignored on read and purged now and then."""
+    """One table in a WAL-mode sqlite file; expired rows are ignored on read and purged now and then.
+
+    sqlite's C calls do not yield to gevent: one waiting for another process's
+    write lock would stop every session of the worker for up to TIMEOUT.  So
+    each call runs in a small pool of native threads (one connection each)
+    while the calling greenlet waits and the others run on.  The pool belongs
+    to the process that made it: a forked worker makes its own.
+    """
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.url = "sqlite:" + path
-        self._db: Optional[sqlite3.Connection] = None
         self._pid = 0
+        self._pool: Any = None
+        self._pool_thread = 0
+        self._local: Any = None
         self._next_purge = 0.0
 
-    def _run(self, sql: str, parameters: tuple = ()) -> List[tuple]:
+    def _call(self, function: Callable[[sqlite3.Connection], Any]) -> Any:
+        """``function(connection)`` in a pool thread: only the calling greenlet waits for it."""
+        if self._pid != os.getpid():  # first use in this process (or a fork of the one that made the pool)
+            if self._local is not None:
+                # Connections made before a fork are never used or closed here (closing may touch
+                # the parent's WAL state); keeping a reference keeps them from being collected.
+                _INHERITED.append(self._local)
+            if self._pid:
+                # The event loop shares its wake-up descriptor with the parent until reinit: without
+                # it the pool's "done" may wake the parent's loop instead. (Workers the master forks
+                # have done this already; a second time is harmless.)
+                gevent.reinit()
+            self._local = _thread_local()
+            self._pool = ThreadPool(POOL_SIZE)
+            self._pool_thread = _native_thread_id()
+            self._pid = os.getpid()
+        if _native_thread_id() != self._pool_thread:
+            # A native thread of its own (a plain thread, not a greenlet): it may block, and the
+            # pool belongs to another thread's event loop.
+            return self._in_thread(function)
+        return self._pool.apply(self._in_thread, (function,))
+
+    def _in_thread(self, function: Callable[[sqlite3.Connection], Any]) -> Any:
         try:
-            if self._pid != os.getpid():  # first use in this process (or a fork of the one that made it)
-                if self._db is not None:
-                    # A connection made before a fork is never used or closed here (closing may touch
-                    # the parent's WAL state); keeping a reference keeps it from being collected.
-                    _INHERITED.append(self._db)
-                self._db = self._connect()
-                self._pid = os.getpid()
-            return self._db.execute(sql, parameters).fetchall()
+            db = getattr(self._local, "db", None)
+            if db is None:
+                db = self._local.db = self._connect()
+            return function(db)
         except sqlite3.Error as exc:
             raise StateUnavailable("state store %s: %s" % (self.url, exc)) from None
 
+    def _run(self, sql: str, parameters: tuple = ()) -> List[tuple]:
+        return self._call(lambda db: db.execute(sql, parameters).fetchall())
+
     def _connect(self) -> sqlite3.Connection:
         # Autocommit: every statement below is its own transaction, so no process holds a lock between calls.
-        db = sqlite3.connect(self.path, timeout=TIMEOUT, isolation_level=None, check_same_thread=False)
+        db = sqlite3.connect(self.path, timeout=TIMEOUT, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL,"
                    " expires REAL NOT NULL) WITHOUT ROWID")
@@ -119,14 +160,26 @@ class SqliteStore(Store):
     def incr(self, key: str, ttl: float, amount: int = 1) -> int:
         _check_ttl(ttl)
         now = time.time()
-        # One statement: sqlite takes the write lock for it, so concurrent workers never lose an increment.
-        rows = self._run(
-            "INSERT INTO state (key, value, expires) VALUES (?1, ?2, ?3) ON CONFLICT (key) DO UPDATE SET"
-            " value = CASE WHEN expires <= ?4 THEN ?2 ELSE CAST(value AS INTEGER) + ?2 END,"
-            " expires = CASE WHEN expires <= ?4 THEN ?3 ELSE expires END RETURNING value",
-            (key, int(amount), now + ttl, now))
+
+        def add(db: sqlite3.Connection) -> int:
+            # BEGIN IMMEDIATE takes the write lock first: no other worker changes the key in between.
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = db.execute("SELECT value, expires FROM state WHERE key = ?", (key,)).fetchall()
+                if rows and rows[0][1] > now:
+                    value, expires = _as_integer(key, rows[0][0]) + int(amount), rows[0][1]
+                else:
+                    value, expires = int(amount), now + ttl
+                db.execute("INSERT OR REPLACE INTO state (key, value, expires) VALUES (?, ?, ?)",
+                           (key, str(value), expires))
+                db.execute("COMMIT")
+            except Exception:
+                db.execute("ROLLBACK")
+                raise
+            return value
+        result = self._call(add)
         self._purge(now)
-        return int(rows[0][0])
+        return result
 
     def delete(self, key: str) -> bool:
         rows = self._run("DELETE FROM state WHERE key = ? AND expires > ? RETURNING key", (key, time.time()))
@@ -137,6 +190,17 @@ class SqliteStore(Store):
         rows = self._run("SELECT key, value FROM state WHERE substr(key, 1, ?) = ? AND expires > ?",
                          (len(prefix), prefix, time.time()))
         return iter(rows)
+
+
+def _as_integer(key: str, value: str) -> int:
+    """``value`` as Redis's INCRBY reads it: a signed decimal integer, nothing else."""
+    if not _INTEGER.fullmatch(value):
+        raise _not_whole(key, value)
+    return int(value)
+
+
+def _not_whole(key: str, value: Optional[str]) -> ValueError:
+    return ValueError("state store: incr of %r, which holds %r, not a whole number" % (key, value))
 
 
 class RedisStore(Store):
@@ -181,11 +245,17 @@ class RedisStore(Store):
         _check_ttl(ttl)
 
         def create_then_add(r: Any) -> int:
+            import redis
             # MULTI/EXEC: create with the TTL only if missing, then add; nothing runs in between.
             pipe = r.pipeline(transaction=True)
             pipe.set(key, 0, px=int(ttl * 1000), nx=True)
             pipe.incrby(key, int(amount))
-            return pipe.execute()[1]
+            try:
+                return pipe.execute()[1]
+            except redis.ResponseError as exc:
+                if "not an integer" not in str(exc):
+                    raise
+                raise _not_whole(key, r.get(key)) from None
         return int(self._call(create_then_add))
 
     def delete(self, key: str) -> bool:
@@ -230,3 +300,27 @@ def store_url(config: Any, spool_dir: str) -> Tuple[str, Optional[str], Optional
     if entries:
         return entries[0].value, entries[0].path, entries[0].line
     return "sqlite:" + os.path.join(os.path.abspath(spool_dir), "state.db"), None, None
+
+
+def plugin_store(default: Optional[Store], name: str, db_dir: Optional[str] = None,
+                 redis: Optional[str] = None) -> Store:
+    """The store a plugin's own qpsmtpd arguments name, else ``default`` (``config/storage``).
+
+    ``db_dir DIR`` is ``sqlite:DIR/<name>.db``; ``redis HOST[:PORT]`` is
+    ``redis://HOST:PORT/0`` (port 6379 when none is given); ``redis`` wins, as
+    in qpsmtpd.  ValueError, with the fix, for a directory or host we cannot use.
+    """
+    if redis:
+        parts = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[^:\[\]/@]+)(?::([0-9]+))?", redis)
+        if not parts:
+            raise ValueError("redis %r: write HOST or HOST:PORT, e.g. redis 127.0.0.1:6379" % redis)
+        return open_store("redis://%s:%s/0" % (parts.group(1), parts.group(2) or 6379))
+    if db_dir:
+        directory = os.path.abspath(db_dir)
+        if not os.path.isdir(directory):
+            raise ValueError("db_dir %s does not exist; create it (writable by the server's user) or name another"
+                             % directory)
+        return open_store("sqlite:" + os.path.join(directory, name + ".db"))
+    if default is None:
+        raise ValueError("no state store: config/storage is unusable")
+    return default

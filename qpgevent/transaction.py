@@ -62,6 +62,17 @@ class Transaction:
             self._spool.write(data)
         self.data_size += len(data)
 
+    def body_truncate(self) -> None:
+        """Cut the message back to the end of its header block, for a filter that replaces the body.
+
+        The blank separator line goes too: ``body_write`` the separator, then the new body.
+        """
+        if self._memory is not None:
+            del self._memory[self.body_start:]
+        else:
+            self._spool.truncate(self.body_start)
+        self.data_size = self.body_start
+
     def _spool_to_disk(self) -> None:
         os.makedirs(self.spool_dir, mode=0o700, exist_ok=True)
         fd, path = tempfile.mkstemp(prefix="%s." % self.id, dir=self.spool_dir)  # mode 0600

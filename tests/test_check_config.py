@@ -30,20 +30,17 @@ def our_config(tmp_path: Path, plugins: list, **values: str) -> Path:
                                               "plugins": plugins, **values})
 
 
-def test_qpsmtpd_config_sample_lists_every_missing_plugin_in_one_run(tmp_path):
-    """qpsmtpd's own config.sample: one run names each plugin we lack (issue 10's spamassassin), and the missing queue."""
+def test_qpsmtpd_config_sample_loads_with_only_the_missing_queue_warned_about(tmp_path):
+    """qpsmtpd's config.sample: every plugin it names is here (issue 10 brought spamassassin); no queue: a warning."""
     config = tmp_path / "config"
     shutil.copytree(SAMPLE, config)
     plugins = config / "plugins"
-    missing = [(85, "spamassassin")]
-    expected = ["qpsmtpd-server: %s:%d: qpsmtpd plugin `%s` is not available in this version of qpgevent; %s"
-                % (plugins, line, name, PORT_IT) for line, name in missing]
-    expected += ["qpsmtpd-server: warning: %s: no queue plugin is loaded, so every message would be refused after "
-                 "DATA with 451 4.3.0; add one, e.g. `queue/maildir ./Maildir`" % plugins,
-                 "qpsmtpd-server: 1 error, 1 warning: the server would not start"]
     result = check_config(config)
-    assert result.stderr.splitlines() == expected
-    assert (result.returncode, result.stdout) == (78, "")
+    assert result.stderr.splitlines() == [
+        "qpsmtpd-server: warning: %s: no queue plugin is loaded, so every message would be refused after "
+        "DATA with 451 4.3.0; add one, e.g. `queue/maildir ./Maildir`" % plugins]
+    assert result.returncode == 0
+    assert "data_post: " in result.stdout and "spamassassin" in result.stdout
 
 
 def test_several_errors_in_one_config_are_reported_together(tmp_path):
@@ -102,7 +99,7 @@ def test_reject_naughty_without_the_naughty_plugin_is_warned_about_with_its_line
     result = check_config(config)
     assert result.stderr.splitlines() == [
         "qpsmtpd-server: warning: %s:2: plugin earlytalker: `reject naughty` leaves its rejections to the `naughty` "
-        "plugin, which is not available in this version of qpgevent: they are logged and never applied (as with "
+        "plugin, which is not loaded; add a `naughty` line after it: they are logged and never applied (as with "
         "`reject 0`); write `reject 1` to refuse at once" % (config / "plugins")]
     assert result.returncode == 0
 

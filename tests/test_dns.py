@@ -60,6 +60,23 @@ def test_the_cache_answers_a_second_lookup_without_asking(resolver, dns_server):
         assert dns_server.count(name, rdtype) == before >= 1, (name, rdtype)
 
 
+def test_lookup_many_asks_only_for_what_is_not_cached(resolver, dns_server):
+    """A dnsbl miss (NXDOMAIN) and a hit are both kept for their TTL: a second batch asks the server nothing."""
+    queries = [("host.test", "A"), ("batch-nx-1.test", "A"), ("batch-nx-2.test", "TXT"), ("mail.test", "MX")]
+    first = resolver.lookup_many(queries)
+    asked = [dns_server.count(name, rdtype) for name, rdtype in queries]
+    assert [r.status for r in first] == [Status.ANSWER, Status.NXDOMAIN, Status.NXDOMAIN, Status.ANSWER]
+    assert resolver.lookup_many(queries + [("HOST.test.", "A")]) == first + [first[0]._replace(name="HOST.test.")]
+    assert [dns_server.count(name, rdtype) for name, rdtype in queries] == asked
+
+
+def test_temporary_failures_are_not_cached(resolver, dns_server):
+    asked = dns_server.count("broken.test", "A")
+    assert resolver.a("broken.test").status is Status.SERVFAIL
+    assert resolver.a("broken.test").status is Status.SERVFAIL
+    assert dns_server.count("broken.test", "A") > asked + 1
+
+
 def test_the_cache_honours_the_ttl(resolver, dns_server):
     """``short.test`` has a TTL of 1 s: asked again after it, the server is asked again."""
     resolver.a("short.test")

@@ -2,11 +2,13 @@
 import os
 import re
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import gevent
 import pytest
 
 from qpgevent.errors import ConfigErrors
@@ -75,6 +77,17 @@ def test_incr_creates_with_ttl_and_keeps_it(store):
     assert store.incr("strikes", 10, -5) == -1
 
 
+def test_incr_of_a_value_that_is_no_number_refuses_and_keeps_it(store):
+    """Both backends: ValueError, the value and its expiry untouched (Redis's INCRBY rule, sqlite matches it)."""
+    for text in ("abc", "", "1.5", " 4", "+4", "007"):
+        store.set("word", text, 60)
+        with pytest.raises(ValueError, match="not a whole number"):
+            store.incr("word", 600, 2)
+        assert store.get("word") == text and store.ttl("word") <= 60
+    store.set("word", "-12", 60)
+    assert store.incr("word", 60, 2) == -10
+
+
 def test_scan_by_prefix(store):
     for key in ("karma:192.0.2.1", "karma:192.0.2.2", "grey:192.0.2.1", "a*b%_c", "axb%_c"):
         store.set(key, key.upper(), 60)
@@ -105,6 +118,48 @@ def test_incr_is_atomic_across_forked_workers(store):
         assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
     assert store.get("hits") == "401"
     assert store.incr("hits", 60) == 402  # and the master's own connection still works
+
+
+def hold_write_lock(path, seconds):
+    """A greenlet that takes sqlite's write lock on ``path`` (as another worker would) and keeps it ``seconds``."""
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+
+    def release():
+        gevent.sleep(seconds)
+        holder.execute("COMMIT")
+        holder.close()
+    return gevent.spawn(release)
+
+
+def ticker(ticks):
+    while True:
+        gevent.sleep(0.02)
+        ticks.append(time.monotonic())
+
+
+@pytest.mark.parametrize("held, outcome", [(0.5, "set"), (TIMEOUT + 1, "gave up")])
+def test_sqlite_waiting_for_a_lock_lets_other_greenlets_run(tmp_path, held, outcome):
+    """A call waiting for another connection's write lock pauses only its greenlet, and at most TIMEOUT."""
+    path = tmp_path / "state.db"
+    store = open_store("sqlite:%s" % path)
+    store.set("k", "old", 60)  # the table exists before the lock is taken
+    ticks = []
+    ticking = gevent.spawn(ticker, ticks)
+    holding = hold_write_lock(path, held)
+    started = time.monotonic()
+    try:
+        store.set("k", "new", 60)
+        result = "set"
+    except StateUnavailable:
+        result = "gave up"
+    waited = time.monotonic() - started
+    ticking.kill()
+    holding.join(5)
+    assert result == outcome
+    assert waited < TIMEOUT + 0.5
+    assert len(ticks) > waited / 0.02 * 0.5  # the ticker kept going the whole time
+    assert store.get("k") == ("new" if outcome == "set" else "old")
 
 
 def test_incr_is_atomic_across_processes(url):

@@ -9,11 +9,18 @@ the directory the server was started in.  ``SUBDIR`` makes one maildir per
 recipient under ``PATH``: in it (or in ``PATH`` itself) ``%l`` stands for the
 local part, ``%d`` for the domain and ``%u`` for the whole address
 ``local@domain``, all in lower case; a recipient without a domain
-(``<postmaster>``) gets the ``me`` host name.  Each distinct maildir receives
-one copy, however many of the recipients map to it::
+(``<postmaster>``) gets the ``me`` host name::
 
     queue/maildir /var/spool/mail %d/%l       # /var/spool/mail/example.com/user
     queue/maildir /var/spool/mail/%u          # the same thing, one argument
+
+With a template, as in qpsmtpd, every recipient gets a copy of its own,
+with its own ``Delivered-To``, even when several share a maildir (``%d``:
+two recipients of one domain give two files in that domain's maildir), so
+whoever reads the maildir knows whom each copy is for.  Spellings of one
+address that differ only in case are one recipient: one copy, a
+``Delivered-To`` for each spelling.  Without a template the one copy lists
+every recipient, one ``Delivered-To`` each.
 
 ``MODE`` is the octal permission of the directories the plugin creates
 (default ``700``); files get the same without execute bits (``770`` gives
@@ -31,10 +38,19 @@ failure removes every file this delivery made, in ``tmp/`` and in ``new/``,
 and answers ``451 4.3.0``, so the client's retry cannot duplicate a copy.
 The fsync calls run in gevent's thread pool: a slow disk delays this session
 only, never the others.
-Each file starts with ``Return-Path`` and one ``Delivered-To`` per recipient
-of that maildir; the message follows byte for byte, with LF line ends.  A
-``BODY=BINARYMIME`` message has no LF form that keeps its octets: it is
-written exactly as received, CRLF line ends (those of the added lines too).
+Each file starts with ``Return-Path`` (the envelope sender, ``<>`` for a
+bounce) and the ``Delivered-To`` lines, as qpsmtpd writes them; the message
+follows byte for byte, with LF line ends.  A ``BODY=BINARYMIME`` message has
+no LF form that keeps its octets: it is written exactly as received, CRLF
+line ends (those of the added lines too).
+
+Differences from qpsmtpd: the template values are lower-cased (qpsmtpd keeps
+the client's case, so ``User@Example.COM`` and ``user@example.com`` would get
+two maildirs); the ``Delivered-To`` lines of a shared copy are in recipient
+order (qpsmtpd's come out reversed, each being prepended); delivery is
+durable and all or nothing (below); the ``250`` names the file written
+(qpsmtpd's names the Message-Id, which the sender chose and need not be
+unique).
 
 Config files: ``me`` (for recipients without a domain).
 """
@@ -98,9 +114,10 @@ def safe_part(text):
     return "_" + text[1:] if text.startswith(".") else text
 
 
-def maildirs_for(self, transaction):
-    """{maildir: [recipient addresses]} in recipient order, each address once."""
-    targets = {}
+def copies_for(self, transaction):
+    """[(maildir, [recipient addresses for its Delivered-To])] in recipient order: with a template
+    one copy per recipient (spellings differing only in case are one), else one copy for all."""
+    copies = {}
     for recipient in transaction.recipients:
         path = self.maildir_template
         if self.per_recipient:
@@ -108,10 +125,11 @@ def maildirs_for(self, transaction):
             domain = safe_part(recipient.host or self.qp.me or "localhost")
             parts = {"l": local, "d": domain, "u": "%s@%s" % (local, domain)}
             path = re.sub("%([ldu])", lambda m: parts[m.group(1)], path)
-        addresses = targets.setdefault(path, [])
-        if recipient.address not in addresses:
-            addresses.append(recipient.address)
-    return targets
+        key = (path, recipient.address.lower() if self.per_recipient else None)
+        path_and_addresses = copies.setdefault(key, (path, []))
+        if recipient.address not in path_and_addresses[1]:
+            path_and_addresses[1].append(recipient.address)
+    return list(copies.values())
 
 
 def unique_name():
@@ -183,7 +201,7 @@ def remove_all(self, made):
 def hook_queue(self, transaction):
     made, names = [], []
     try:
-        for maildir, addresses in maildirs_for(self, transaction).items():
+        for maildir, addresses in copies_for(self, transaction):
             names.append(write_tmp(self, transaction, maildir, addresses, made))
         publish(made)
     except BaseException as exc:

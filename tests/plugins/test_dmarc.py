@@ -4,9 +4,10 @@ import smtplib
 
 import pytest
 
-from qpgevent import DECLINED, OK
+from qpgevent import DECLINED
 from qpgevent.errors import ConfigError
 from qpgevent.testing import TestSession, make_smtpd
+from test_sender_permitted_from import Stored
 
 CLIENT = "192.0.2.8"
 ZONES = {
@@ -40,18 +41,6 @@ def dmarc_dns(dns_server):
         dns_server.add_zone(origin, records)
     dns_server.servfail.add("_dmarc.servfail.dmarc-test.example")
     return dns_server
-
-
-class Stored:
-    """A queue stand-in: keeps each message's bytes and a copy of its transaction notes."""
-
-    def __init__(self):
-        self.messages, self.notes = [], []
-
-    def __call__(self, plugin, transaction):
-        self.messages.append(b"".join(transaction.message_blocks()).decode())
-        self.notes.append(dict(transaction.notes))
-        return OK
 
 
 def dkim_stub(results):
