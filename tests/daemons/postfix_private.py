@@ -9,6 +9,10 @@ stops it (and any daemon it left behind) in ``stop()``.  It listens only on
 domain goes to ``relayhost`` (qpgevent, for the first-hop tests) over
 opportunistic STARTTLS.  ``base`` must be reachable by the postfix user: the
 caller makes it with mode 755 (pytest's own tmp dirs are 700).
+
+``main_cf`` lines are added at the end of main.cf (where they win over the
+defaults above), and ``smtpd_services`` ``{name: ["option=value", ...]}`` adds
+an smtpd listener per name, with those ``-o`` options, on ``ports[name]``.
 """
 import os
 import pwd
@@ -94,12 +98,16 @@ postlog   unix-dgram n - n - 1 postlogd
 class PostfixInstance:
     """One private Postfix under ``base``; see the module docstring."""
 
-    def __init__(self, base, domain="pfq.test", users=("alice", "bob"), relayhost="", header_checks=()):
+    def __init__(self, base, domain="pfq.test", users=("alice", "bob"), relayhost="", header_checks=(), main_cf=(),
+                 smtpd_services=None):
         self.base = Path(base)
         self.domain = domain
         self.users = list(users)
         self.relayhost = relayhost
         self.header_checks = list(header_checks)
+        self.main_cf = list(main_cf)
+        self.smtpd_services = dict(smtpd_services or {})
+        self.ports = {name: free_port() for name in self.smtpd_services}
         self.smtpd_port = free_port()
         self.cleanup_port = free_port()  # cleanup as an inet service too (qpsmtpd's host:port)
         self.config_dir = self.base / "etc"
@@ -121,8 +129,12 @@ class PostfixInstance:
         os.chown(self.base / "data", pwd.getpwnam("postfix").pw_uid, -1)
         os.chown(self.base / "vmail", nobody.pw_uid, nobody.pw_gid)
         (self.config_dir / "main.cf").write_text(MAIN_CF.format(base=self.base, domain=self.domain, uid=nobody.pw_uid,
-                                                                 gid=nobody.pw_gid, relayhost=self.relayhost))
-        (self.config_dir / "master.cf").write_text(MASTER_CF.format(port=self.smtpd_port, cleanup_port=self.cleanup_port))
+                                                                 gid=nobody.pw_gid, relayhost=self.relayhost)
+                                                  + "".join(line + "\n" for line in self.main_cf))
+        services = "".join("127.0.0.1:%d inet n - n - - smtpd%s\n" % (self.ports[name], "".join(" -o " + o for o in options))
+                           for name, options in self.smtpd_services.items())
+        (self.config_dir / "master.cf").write_text(MASTER_CF.format(port=self.smtpd_port, cleanup_port=self.cleanup_port)
+                                                    + services)
         (self.config_dir / "vmailbox").write_text("".join("%s@%s %s/%s/\n" % (user, self.domain, self.domain, user)
                                                           for user in self.users))
         (self.config_dir / "header_checks").write_text("".join(line + "\n" for line in self.header_checks))
@@ -135,15 +147,16 @@ class PostfixInstance:
         self._run("postfix", "-c", str(self.config_dir), "start")
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
-            if os.path.exists(self.cleanup_socket) and self._smtpd_answers():
+            ports = [self.smtpd_port, *self.ports.values()]
+            if os.path.exists(self.cleanup_socket) and all(map(self._smtpd_answers, ports)):
                 return self
             time.sleep(0.1)
         self.stop()
         raise RuntimeError("Postfix did not start within %ss:\n%s" % (wait, self.log))
 
-    def _smtpd_answers(self):
+    def _smtpd_answers(self, port):
         try:
-            with socket.create_connection(("127.0.0.1", self.smtpd_port), timeout=2) as probe:
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as probe:
                 return probe.recv(3) == b"220"
         except OSError:
             return False
