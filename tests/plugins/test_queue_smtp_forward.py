@@ -1,18 +1,18 @@
 """queue/smtp-forward against a real Postfix as the next hop (a private instance this module starts).
 
-The Postfix fixture runs ``postfix -c DIR start`` with its own main.cf and
-master.cf in a temporary directory: smtpd services on free 127.0.0.1 ports,
-virtual delivery into one Maildir per user of ``forward-test.example``, mail
-for anywhere else discarded (``default_transport = discard``): nothing leaves.  AUTH and BDAT are
-tested against a qpgevent LiveServer as the smarthost: this Postfix has no
-SASL server configured (Cyrus or Dovecot would be a daemon more), and Postfix
-does not take BINARYMIME.
+The Postfix is tests/daemons/postfix_private.py's (``postfix -c DIR start``,
+its own main.cf and master.cf in a temporary directory, virtual delivery into
+one Maildir per user of ``forward-test.example``), with smtpd listeners of
+this module's own on free 127.0.0.1 ports, STARTTLS with a certificate made
+here, XCLIENT for 127.0.0.1, a refused and a deferred address, body_checks;
+mail for anywhere else is discarded (``default_transport = discard``):
+nothing leaves.  AUTH and BDAT are tested against a qpgevent LiveServer as
+the smarthost: this Postfix has no SASL server configured (Cyrus or Dovecot
+would be a daemon more), and Postfix does not take BINARYMIME.
 """
 import contextlib
-import os
 import shutil
 import smtplib
-import socket
 import subprocess
 import tempfile
 import time
@@ -20,151 +20,62 @@ from pathlib import Path
 
 import pytest
 
+from daemons.postfix_private import PostfixInstance
 from qpgevent.errors import ConfigErrors
 from qpgevent.testing import LiveServer, RawClient, free_port, make_smtpd, wait_for, write_config
 
 DOMAIN = "forward-test.example"
 USERS = ("alice", "bob", "carol")
-POSTFIX_UID = "postfix"
 
 pytestmark = pytest.mark.skipif(shutil.which("postfix") is None, reason="postfix is not installed (tests/run installs it)")
 
-
-class Postfix:
-    """A private Postfix: ``ports`` by service name, a Maildir per user, its log."""
-
-    SERVICES = {
-        # name: extra smtpd options
-        "main": [],
-        "reuse": [],
-        "short": ["smtpd_timeout=2s"],
-        "plain": ["smtpd_tls_security_level=none", "smtputf8_enable=no",
-                  "smtpd_discard_ehlo_keywords=8bitmime,dsn,xclient"],
-        # the listener docs/operations.md ("qpgevent in front of Postfix") tells admins to add
-        "documented": ["smtpd_authorized_xclient_hosts=127.0.0.1", "smtpd_client_restrictions=",
-                       "smtpd_helo_restrictions=", "smtpd_sender_restrictions=", "mynetworks=0.0.0.0/0,[::]/0",
-                       "smtpd_relay_restrictions=permit_mynetworks,reject_unauth_destination",
-                       "smtpd_recipient_restrictions=permit_mynetworks,reject_unauth_destination",
-                       "smtpd_tls_security_level=none"],
-    }
-
-    def __init__(self) -> None:
-        self.base = Path(tempfile.mkdtemp(prefix="qpg-forward-postfix-"))  # not under pytest's 0700 tmp: virtual runs as postfix
-        self.base.chmod(0o755)
-        self.etc = self.base / "etc"
-        self.ports = {name: free_port() for name in self.SERVICES}
-        self.cert = self.etc / "cert.pem"
-
-    def mailbox(self, user: str) -> Path:
-        return self.base / "mail" / user / "new"
-
-    def messages(self, user: str) -> list:
-        box = self.mailbox(user)
-        return sorted((p.read_bytes() for p in box.iterdir()), key=len) if box.is_dir() else []
-
-    def log(self) -> str:
-        path = self.base / "maillog"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def start(self) -> "Postfix":
-        uid, gid = _ids(POSTFIX_UID)
-        for name in ("etc", "queue", "data", "mail"):
-            (self.base / name).mkdir()
-        for name in ("data", "mail"):
-            os.chown(self.base / name, uid, gid)
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                        "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
-                        "-keyout", str(self.etc / "key.pem"), "-out", str(self.cert)],
-                       check=True, capture_output=True, timeout=60)
-        boxes = ", ".join("%s@%s=%s/" % (user, DOMAIN, user) for user in USERS)
-        restrictions = ("check_recipient_access inline:{ {refused@%s = 550 5.1.1 no such user here}, "
-                        "{deferred@%s = 450 4.2.0 mailbox busy} }, permit_mynetworks, reject_unauth_destination"
-                        % (DOMAIN, DOMAIN))
-        (self.etc / "body_checks").write_text("/^REJECTME/ REJECT this body is not wanted here\n")
-        (self.etc / "main.cf").write_text("\n".join([
-            "compatibility_level = 3.6",
-            "queue_directory = %s/queue" % self.base,
-            "data_directory = %s/data" % self.base,
-            "mail_owner = postfix", "setgid_group = postdrop",
-            "inet_interfaces = 127.0.0.1", "inet_protocols = ipv4",
-            "myhostname = nexthop.test", "mydestination =", "mynetworks = 127.0.0.1/32",
-            "alias_maps =", "alias_database =", "local_header_rewrite_clients =",
-            "default_transport = discard:no mail leaves this test", "relay_transport = discard:no mail leaves this test",
-            "maillog_file = %s/maillog" % self.base, "maillog_file_prefixes = %s" % self.base,
-            "virtual_mailbox_domains = " + DOMAIN,
-            "virtual_mailbox_base = %s/mail" % self.base,
-            "virtual_mailbox_maps = inline:{ %s }" % boxes,
-            "virtual_uid_maps = static:%d" % uid, "virtual_gid_maps = static:%d" % gid,
-            "smtpd_authorized_xclient_hosts = 127.0.0.1",
-            "smtpd_recipient_restrictions = " + restrictions,
-            "body_checks = regexp:%s/body_checks" % self.etc,
-            "smtpd_tls_security_level = may",
-            "smtpd_tls_cert_file = %s" % self.cert, "smtpd_tls_key_file = %s/key.pem" % self.etc,
-            "smtpd_tls_received_header = yes",
-            "",
-        ]))
-        smtpd = ["127.0.0.1:%d inet n - n - - smtpd -o syslog_name=postfix-%s%s"
-                 % (self.ports[name], name, "".join(" -o " + option for option in options))
-                 for name, options in self.SERVICES.items()]
-        (self.etc / "master.cf").write_text("\n".join(smtpd + [
-            "pickup fifo n - n 60 1 pickup", "cleanup unix n - n - 0 cleanup", "qmgr fifo n - n 300 1 qmgr",
-            "tlsmgr unix - - n 1000? 1 tlsmgr", "rewrite unix - - n - - trivial-rewrite",
-            "bounce unix - - n - 0 bounce", "defer unix - - n - 0 bounce", "trace unix - - n - 0 bounce",
-            "verify unix - - n - 1 verify", "flush unix n - n 1000? 0 flush", "proxymap unix - - n - - proxymap",
-            "smtp unix - - n - - smtp", "relay unix - - n - - smtp", "showq unix n - n - - showq",
-            "error unix - - n - - error", "retry unix - - n - - error", "discard unix - - n - - discard",
-            "virtual unix - n n - - virtual", "anvil unix - - n - 1 anvil", "scache unix - - n - 1 scache",
-            "postlog unix-dgram n - n - 1 postlogd", "",
-        ]))
-        result = subprocess.run(["postfix", "-c", str(self.etc), "start"], capture_output=True, text=True, timeout=60)
-        if result.returncode != 0:
-            self.stop()
-            raise RuntimeError("postfix did not start (%d): %s%s\n%s" % (result.returncode, result.stdout,
-                                                                         result.stderr, self.log()))
-        if not wait_for(lambda: all(_answers(port) for port in self.ports.values()), seconds=30):
-            self.stop()
-            raise RuntimeError("postfix does not answer:\n" + self.log())
-        return self
-
-    def stop(self) -> None:
-        subprocess.run(["postfix", "-c", str(self.etc), "stop"], capture_output=True, timeout=60)
-        pid_file = self.base / "queue" / "pid" / "master.pid"
-        if pid_file.exists():
-            wait_for(lambda: not _alive(int(pid_file.read_text().split()[0])), seconds=15)
-            master = int(pid_file.read_text().split()[0])
-            if _alive(master):
-                os.kill(master, 9)
-        shutil.rmtree(self.base, ignore_errors=True)
-
-
-def _ids(user):
-    import pwd
-    entry = pwd.getpwnam(user)
-    return entry.pw_uid, entry.pw_gid
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    return True
-
-
-def _answers(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=2) as probe:
-            probe.settimeout(5)
-            return probe.recv(3) == b"220"
-    except OSError:
-        return False
+# smtpd listeners besides the instance's own (which is "main"): name -> -o options
+SERVICES = {
+    "reuse": ["syslog_name=postfix-reuse"],
+    "short": ["smtpd_timeout=2s"],
+    "plain": ["smtpd_tls_security_level=none", "smtputf8_enable=no", "smtpd_discard_ehlo_keywords=8bitmime,dsn,xclient"],
+    # the listener docs/operations.md ("qpgevent in front of Postfix over SMTP") tells admins to add
+    "documented": ["smtpd_authorized_xclient_hosts=127.0.0.1", "smtpd_client_restrictions=",
+                   "smtpd_helo_restrictions=", "smtpd_sender_restrictions=", "mynetworks=0.0.0.0/0,[::]/0",
+                   "smtpd_relay_restrictions=permit_mynetworks,reject_unauth_destination",
+                   "smtpd_recipient_restrictions=permit_mynetworks,reject_unauth_destination",
+                   "smtpd_tls_security_level=none"],
+}
 
 
 @pytest.fixture(scope="session")
 def postfix():
-    server = Postfix().start()
-    yield server
-    server.stop()
+    """The next hop; ``ports`` by listener name ("main" too), ``cert`` the CA file that verifies it."""
+    base = Path(tempfile.mkdtemp(prefix="qpg-forward-postfix-"))  # not under pytest's 0700 tmp: postfix reads it
+    base.chmod(0o755)
+    tls = base / "tls"
+    tls.mkdir()
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+                    "-keyout", str(tls / "key.pem"), "-out", str(tls / "cert.pem")],
+                   check=True, capture_output=True, timeout=60)
+    (tls / "body_checks").write_text("/^REJECTME/ REJECT this body is not wanted here\n")
+    restrictions = ("check_recipient_access inline:{ {refused@%s = 550 5.1.1 no such user here}, "
+                    "{deferred@%s = 450 4.2.0 mailbox busy} }, permit_mynetworks, reject_unauth_destination"
+                    % (DOMAIN, DOMAIN))
+    instance = PostfixInstance(base, domain=DOMAIN, users=USERS, smtpd_services=SERVICES, main_cf=[
+        "mynetworks = 127.0.0.1/32", "local_header_rewrite_clients =",
+        "default_transport = discard:no mail leaves this test", "relay_transport = discard:no mail leaves this test",
+        "smtpd_authorized_xclient_hosts = 127.0.0.1", "smtpd_recipient_restrictions = " + restrictions,
+        "body_checks = regexp:%s/body_checks" % tls, "smtpd_tls_security_level = may",
+        "smtpd_tls_cert_file = %s/cert.pem" % tls, "smtpd_tls_key_file = %s/key.pem" % tls,
+        "smtpd_tls_received_header = yes", "syslog_name = postfix-main",
+    ])
+    instance.ports["main"] = instance.smtpd_port
+    instance.cert = tls / "cert.pem"
+    try:
+        yield instance.start()
+    finally:
+        instance.remove()
+
+
+def messages(postfix, user):
+    return [path.read_bytes() for path in postfix.mailbox(user)]
 
 
 @pytest.fixture
@@ -194,8 +105,8 @@ def trusted(postfix):
 def delivered(postfix, user, subject):
     """The one message with this subject in the user's Maildir, once Postfix has delivered it."""
     def found():
-        return [m for m in postfix.messages(user) if b"\nSubject: %s\n" % subject.encode() in m]
-    assert wait_for(found, seconds=20), postfix.log()[-3000:]
+        return [m for m in messages(postfix, user) if b"\nSubject: %s\n" % subject.encode() in m]
+    assert wait_for(found, seconds=20), postfix.log[-3000:]
     [stored] = found()
     return stored
 
@@ -294,7 +205,7 @@ def test_a_temporarily_refused_recipient_defers_the_whole_message(forward, postf
             client.sendmail("bob@" + DOMAIN, ["alice@" + DOMAIN, "deferred@" + DOMAIN], message("deferred one"))
     assert (caught.value.smtp_code, caught.value.smtp_error[:5]) == (451, b"4.2.0")
     time.sleep(1)
-    assert not any(b"deferred one" in m for m in postfix.messages("alice"))
+    assert not any(b"deferred one" in m for m in messages(postfix, "alice"))
 
 
 def test_a_permanently_refused_recipient_gets_a_report_the_others_the_message(forward, postfix):
@@ -371,13 +282,13 @@ def test_connection_is_reused_across_messages(forward, postfix):
         with smtplib.SMTP(*server.address, timeout=30) as client:
             client.sendmail("bob@" + DOMAIN, ["carol@" + DOMAIN], message("reuse %d" % n))
     server.stop()  # closes the pooled connection: Postfix logs its summary
-    assert wait_for(lambda: "postfix-reuse/smtpd" in postfix.log() and " mail=2 " in _disconnects(postfix, "reuse"), 20), \
+    assert wait_for(lambda: " mail=2 " in _disconnects(postfix, "reuse"), 20), \
         _disconnects(postfix, "reuse")
     assert " rset=1 " in _disconnects(postfix, "reuse")
 
 
 def _disconnects(postfix, service):
-    return "\n".join(line for line in postfix.log().splitlines() if "postfix-%s/smtpd" % service in line
+    return "\n".join(line for line in postfix.log.splitlines() if "postfix-%s/smtpd" % service in line
                      and "disconnect from" in line)
 
 
@@ -388,7 +299,7 @@ def test_a_dead_pooled_connection_is_replaced(forward, postfix):
         client.sendmail("bob@" + DOMAIN, ["alice@" + DOMAIN], message("before the timeout"))
         time.sleep(3.5)
         client.sendmail("bob@" + DOMAIN, ["alice@" + DOMAIN], message("after the timeout"))
-    assert wait_for(lambda: sum(b"the timeout" in m for m in postfix.messages("alice")) >= 2, 20)
+    assert wait_for(lambda: sum(b"the timeout" in m for m in messages(postfix, "alice")) >= 2, 20)
     assert "is gone; opening a new one" in server.log
 
 
@@ -402,9 +313,9 @@ def test_dsn_parameters_reach_postfix(forward, postfix):
         client.sendmail("bob@" + DOMAIN, ["carol@" + DOMAIN], message("dsn"),
                         mail_options=["RET=HDRS", "ENVID=qpg-forward-1"],
                         rcpt_options=["NOTIFY=SUCCESS", "ORCPT=rfc822;carol@" + DOMAIN])
-    assert wait_for(lambda: any(b"Original-Envelope-Id: qpg-forward-1" in m for m in postfix.messages("bob")), 20), \
-        postfix.log()[-2000:]
-    [report] = [m for m in postfix.messages("bob") if b"Original-Envelope-Id: qpg-forward-1" in m]
+    assert wait_for(lambda: any(b"Original-Envelope-Id: qpg-forward-1" in m for m in messages(postfix, "bob")), 20), \
+        postfix.log[-2000:]
+    [report] = [m for m in messages(postfix, "bob") if b"Original-Envelope-Id: qpg-forward-1" in m]
     assert b"Action: delivered" in report and b"Original-Recipient: rfc822;carol@" + DOMAIN.encode() in report
 
 
