@@ -2,7 +2,7 @@
 
 smtplib speaks the commands (and is cooperative under the server's gevent
 monkey-patching).  This module adds streaming the message from the spool
-(DATA with dot-stuffing, or BDAT for a binary message) so that a large
+(DATA, dot-stuffed by qpgevent.dotstuff, or BDAT for a binary message) so that a large
 message is never built in memory, RFC 3461 xtext, the split of a reply into
 enhanced status code and text, and a small per-process pool of idle
 connections.
@@ -12,6 +12,8 @@ import re
 import smtplib
 import time
 from typing import Dict, Hashable, Iterable, List, Optional, Tuple
+
+from .dotstuff import stuffed
 
 _STATUS = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})\s+")
 
@@ -39,16 +41,8 @@ def send_data(client: smtplib.SMTP, blocks: Iterable[bytes]) -> Tuple[int, bytes
     code, text = client.docmd("DATA")
     if code != 354:
         return code, text
-    at_line_start = True
-    for block in blocks:
-        if not block:
-            continue
-        stuffed = block.replace(b"\n.", b"\n..")
-        if at_line_start and stuffed.startswith(b"."):
-            stuffed = b"." + stuffed
-        client.send(stuffed)
-        at_line_start = block.endswith(b"\n")
-    client.send(b".\r\n" if at_line_start else b"\r\n.\r\n")
+    for chunk in stuffed(blocks):
+        client.send(chunk)
     return client.getreply()
 
 
