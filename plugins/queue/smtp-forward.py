@@ -11,9 +11,10 @@ destination; ``xclient`` turns XCLIENT on for it.  ``queue/smtp_forward``
 Config file ``smtp_forward.ini`` (optional; every setting has a default).
 Settings at the top apply to every destination; each ``[section]`` is a
 destination (``host``, ``port``) and may repeat any of them for itself.  A
-section with ``domains`` takes the recipients of those domains (``.example.com``
-also takes every subdomain); the one section without ``domains`` is the
-default, in place of the ``HOST`` argument (give one or the other)::
+section with ``domains`` takes the recipients of those domains
+(``.example.com`` takes those of its subdomains, as in Postfix's transport
+maps); the one section without ``domains`` is the default, in place of the
+``HOST`` argument (give one or the other)::
 
     connect_timeout = 30      # seconds to connect and get the greeting
     timeout = 300             # seconds for each later reply, the one after the message too

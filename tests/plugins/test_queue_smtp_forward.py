@@ -22,7 +22,7 @@ import pytest
 
 from daemons.postfix_private import PostfixInstance
 from qpgevent.errors import ConfigErrors
-from qpgevent.testing import LiveServer, RawClient, free_port, make_smtpd, wait_for, write_config
+from qpgevent.testing import LiveServer, RawClient, TestSession, free_port, make_smtpd, wait_for, write_config
 
 DOMAIN = "forward-test.example"
 USERS = ("alice", "bob", "carol")
@@ -440,6 +440,25 @@ def test_recipients_for_another_route_wait_for_their_own_transaction(postfix, sm
     with smtplib.SMTP(*server.address, timeout=30) as client:
         client.sendmail("bob@" + DOMAIN, ["x@other-route.test"], message("routed"))
     assert [b"Subject: routed" in p.read_bytes() for p in smarthost.maildir.iterdir()] == [True]
+
+
+def test_domains_route_exact_names_and_dotted_subdomains(tmp_path):
+    """`example.org` takes that domain, `.route.test` its subdomains only; the rest goes to the default."""
+    smtpd = make_smtpd(tmp_path, ["rcpt_ok", "queue/smtp-forward 127.0.0.1 2525"], {
+        "rcpthosts": ["default.test", "example.org", "route.test", "a.route.test"],
+        "smtp_forward.ini": ["[other]", "host = 127.0.0.1", "port = 2526", "domains = example.org, .route.test"]})
+    session = TestSession(smtpd)
+    session.command("EHLO client.test")
+    session.command("MAIL FROM:<a@sender.test>")
+    assert session.command("RCPT TO:<x@default.test>")[-1].code == 250
+    assert session.command("RCPT TO:<x@route.test>")[-1].code == 250  # not a subdomain of itself: the default
+    assert session.command("RCPT TO:<x@a.route.test>")[-1].code == 452
+    assert session.command("RCPT TO:<x@example.org>")[-1].code == 452
+    session.command("RSET")
+    session.command("MAIL FROM:<a@sender.test>")
+    assert session.command("RCPT TO:<x@A.Route.Test>")[-1].code == 250
+    assert session.command("RCPT TO:<y@example.org>")[-1].code == 250
+    assert session.command("RCPT TO:<y@default.test>")[-1].code == 452
 
 
 # -- configuration ---------------------------------------------------------------------------------
