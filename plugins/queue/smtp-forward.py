@@ -165,7 +165,8 @@ def register(self, qp, *args):
         if not section["domains"]:
             if self.default is not None:
                 raise ValueError("smtp_forward.ini: section [%s] has no domains, so it is a second default "
-                                 "destination after %s; give it `domains = ...` or drop one" % (name, self.default.name))
+                                 "destination after %s; give it `domains = ...` or drop one"
+                                 % (name, self.default.name))
             self.default = destination
         for domain in section["domains"]:
             self.routes[("." if domain.startswith(".") else "") + domain_key(domain.lstrip("."))] = destination
@@ -325,7 +326,7 @@ def needs_smtputf8(transaction):
 
 
 def envelope_options(self, client, transaction):
-    """(MAIL parameters, {recipient: RCPT parameters}) the next hop understands; HandOffFailed when it lacks one we need."""
+    """(MAIL parameters, {recipient: RCPT parameters}) for the next hop; HandOffFailed when it lacks one we need."""
     requested = transaction.notes.get("mail_parameters", {})
     mail, rcpt = [], {r.address: [] for r in transaction.recipients}
     body = (requested.get("body") or "").upper()
@@ -370,7 +371,8 @@ def refusal(code, text, what):
     """HandOffFailed for a next hop's 4xx/5xx: 451 or 554, its enhanced status code, its text."""
     status, detail = split_reply(code, text)
     ours = 554 if code >= 500 else 451
-    return HandOffFailed(ours, status or "%d.0.0" % (ours // 100), "next hop refused %s: %s (%d)" % (what, detail, code))
+    return HandOffFailed(ours, status or "%d.0.0" % (ours // 100),
+                         "next hop refused %s: %s (%d)" % (what, detail, code))
 
 
 def transfer(self, client, destination, transaction):

@@ -131,10 +131,11 @@ class PostfixInstance:
         (self.config_dir / "main.cf").write_text(MAIN_CF.format(base=self.base, domain=self.domain, uid=nobody.pw_uid,
                                                                  gid=nobody.pw_gid, relayhost=self.relayhost)
                                                   + "".join(line + "\n" for line in self.main_cf))
-        services = "".join("127.0.0.1:%d inet n - n - - smtpd%s\n" % (self.ports[name], "".join(" -o " + o for o in options))
+        services = "".join("127.0.0.1:%d inet n - n - - smtpd" % self.ports[name]
+                           + "".join(" -o " + option for option in options) + "\n"
                            for name, options in self.smtpd_services.items())
-        (self.config_dir / "master.cf").write_text(MASTER_CF.format(port=self.smtpd_port, cleanup_port=self.cleanup_port)
-                                                    + services)
+        master_cf = MASTER_CF.format(port=self.smtpd_port, cleanup_port=self.cleanup_port)
+        (self.config_dir / "master.cf").write_text(master_cf + services)
         (self.config_dir / "vmailbox").write_text("".join("%s@%s %s/%s/\n" % (user, self.domain, self.domain, user)
                                                           for user in self.users))
         (self.config_dir / "header_checks").write_text("".join(line + "\n" for line in self.header_checks))

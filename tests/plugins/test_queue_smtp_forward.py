@@ -27,13 +27,15 @@ from qpgevent.testing import LiveServer, RawClient, TestSession, free_port, make
 DOMAIN = "forward-test.example"
 USERS = ("alice", "bob", "carol")
 
-pytestmark = pytest.mark.skipif(shutil.which("postfix") is None, reason="postfix is not installed (tests/run installs it)")
+pytestmark = pytest.mark.skipif(shutil.which("postfix") is None,
+                                reason="postfix is not installed (tests/run installs it)")
 
 # smtpd listeners besides the instance's own (which is "main"): name -> -o options
 SERVICES = {
     "reuse": ["syslog_name=postfix-reuse"],
     "short": ["smtpd_timeout=2s"],
-    "plain": ["smtpd_tls_security_level=none", "smtputf8_enable=no", "smtpd_discard_ehlo_keywords=8bitmime,dsn,xclient"],
+    "plain": ["smtpd_tls_security_level=none", "smtputf8_enable=no",
+              "smtpd_discard_ehlo_keywords=8bitmime,dsn,xclient"],
     # the listener docs/operations.md ("qpgevent in front of Postfix over SMTP") tells admins to add
     "documented": ["smtpd_authorized_xclient_hosts=127.0.0.1", "smtpd_client_restrictions=",
                    "smtpd_helo_restrictions=", "smtpd_sender_restrictions=", "mynetworks=0.0.0.0/0,[::]/0",
@@ -80,7 +82,7 @@ def messages(postfix, user):
 
 @pytest.fixture
 def forward(live_server, postfix):
-    """``forward(ini_lines, service="main", plugin_args=None)`` -> a LiveServer that forwards to that Postfix service."""
+    """``forward(ini_lines, service="main", plugin_args=None)`` -> a LiveServer forwarding to that Postfix listener."""
     def start(ini=(), service="main", plugin_args=None, plugins=("rcpt_ok",), config=None):
         args = plugin_args if plugin_args is not None else "127.0.0.1 %d" % postfix.ports[service]
         values = {"rcpthosts": [DOMAIN, "other-route.test", "auth-route.test"], "smtp_forward.ini": list(ini)}
