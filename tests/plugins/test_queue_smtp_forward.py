@@ -13,8 +13,10 @@ would be a daemon more), and Postfix does not take BINARYMIME.
 import contextlib
 import shutil
 import smtplib
+import socket
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -168,6 +170,49 @@ def test_next_hop_down_gives_451_and_the_client_keeps_the_message(forward):
             client.sendmail("bob@" + DOMAIN, ["alice@" + DOMAIN], message("down"))
     assert (caught.value.smtp_code, caught.value.smtp_error) == (451, b"4.4.1 next hop not reachable; try again later")
     assert "cannot reach next hop default (127.0.0.1 port %d): ConnectionRefusedError" % port in server.log
+
+
+@pytest.fixture
+def silent_next_hop():
+    """A stand-in next hop that greets and answers EHLO, then never answers again (a hung server)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(30)
+    seen = []
+
+    def serve():
+        with contextlib.suppress(OSError):
+            connection, _ = listener.accept()
+            with connection:
+                connection.sendall(b"220 silent.test ESMTP\r\n")
+                connection.settimeout(30)
+                seen.append(connection.recv(1000))
+                connection.sendall(b"250 silent.test\r\n")
+                while True:
+                    data = connection.recv(1000)
+                    if not data:
+                        seen.append(b"closed")
+                        return
+                    seen.append(data)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1], seen
+    listener.close()
+    thread.join(5)
+
+
+def test_a_next_hop_that_stops_answering_gives_451_within_the_timeout(forward, silent_next_hop):
+    """timeout = 1: the wait for the MAIL reply ends after a second, the client gets 451, the connection is dropped."""
+    port, seen = silent_next_hop
+    server = forward(["timeout = 1", "starttls = no"], plugin_args="127.0.0.1 %d" % port)
+    started = time.monotonic()
+    with smtplib.SMTP(*server.address, timeout=30) as client:
+        with pytest.raises(smtplib.SMTPDataError) as caught:
+            client.sendmail("bob@" + DOMAIN, ["alice@" + DOMAIN], message("silent"))
+    assert (caught.value.smtp_code, caught.value.smtp_error[:5]) == (451, b"4.4.2")
+    assert time.monotonic() - started < 10
+    assert wait_for(lambda: seen[-1:] == [b"closed"], 10), seen
+    assert seen[1].startswith(b"MAIL FROM:<bob@%s>" % DOMAIN.encode())
 
 
 def test_unverifiable_certificate_gives_451(forward, postfix):
