@@ -29,6 +29,7 @@ POOL_SIZE = 4  # native threads (and sqlite connections) per process; calls beyo
 
 # The real ones, whatever gevent's monkey-patching has made of the threading module.
 _thread_local = monkey.get_original("threading", "local")
+_native_sleep = monkey.get_original("time", "sleep")  # pauses only the pool thread it runs in
 _native_thread_id = monkey.get_original("threading", "get_ident")
 _INTEGER = re.compile(r"-?[1-9][0-9]*|0")
 _INHERITED: List[Any] = []
@@ -118,13 +119,21 @@ class SqliteStore(Store):
         return self._pool.apply(self._in_thread, (function,))
 
     def _in_thread(self, function: Callable[[sqlite3.Connection], Any]) -> Any:
-        try:
-            db = getattr(self._local, "db", None)
-            if db is None:
-                db = self._local.db = self._connect()
-            return function(db)
-        except sqlite3.Error as exc:
-            raise StateUnavailable("state store %s: %s" % (self.url, exc)) from None
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            try:
+                db = getattr(self._local, "db", None)
+                if db is None:
+                    db = self._local.db = self._connect()
+                return function(db)
+            except sqlite3.OperationalError as exc:
+                # SQLite answers "locked" at once, without its busy wait, in some races (processes
+                # opening a new file together and switching it to WAL): try again until TIMEOUT.
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise StateUnavailable("state store %s: %s" % (self.url, exc)) from None
+                _native_sleep(0.01)
+            except sqlite3.Error as exc:
+                raise StateUnavailable("state store %s: %s" % (self.url, exc)) from None
 
     def _run(self, sql: str, parameters: tuple = ()) -> List[tuple]:
         return self._call(lambda db: db.execute(sql, parameters).fetchall())
