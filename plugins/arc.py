@@ -57,7 +57,7 @@ from pathlib import Path
 
 import dkim
 
-from qpgevent import DECLINED, LOGERROR, LOGINFO, arguments
+from qpgevent import DECLINED, LOGERROR, LOGINFO, arguments, dkim_speed
 from qpgevent.dkimkeys import DKIM_DIR, KeyLookup, KeyProblem, SigningKey, key_directory, load_key
 from qpgevent.header import Header
 from qpgevent.trace import AUTH_RESULTS, authentication_results, parse_authserv_id
@@ -73,6 +73,7 @@ ARC_FIELDS = {name.decode() for name in dkim.ARC.ARC_HEADERS}  # lower case
 
 
 def register(self, qp, *args):
+    dkim_speed.install()  # as the dkim plugin does
     options = self.options
     if options.seal == "none":
         return
