@@ -64,20 +64,16 @@ and the authenticated user go as rspamd's request headers.
 Config files: none.
 """
 from qpgevent import DECLINED, DENYSOFT, LOGERROR, LOGINFO, arguments, rspamd
-from qpgevent.scanning import ScanError, bounded, message_length, scan_timeout, spam_scan_wanted
+from qpgevent.scanning import (ScanError, bounded, message_length, scan_timeout, spam_scan_wanted,
+                               spam_scanner_arguments)
 
 NOTE = "rspamd"
 _SPAM_ACTIONS = ("add header", "rewrite subject", "soft reject", "reject")
 
 ARGUMENTS = {
     "rspamd_socket": arguments.text(default="127.0.0.1:11333"),
-    "headers": arguments.choice("add", "none", default="add"),
-    "leave_old_headers": arguments.choice("rename", "drop", "keep", default="rename"),
-    "relayclient": arguments.choice("scan", "skip", default="scan"),
-    "size_limit": arguments.integer(default=5000000, minimum=0),
-    "timeout": arguments.number(minimum=0.1),
-    "defer_on_error": arguments.flag(),
     "subject_prefix": arguments.text(default="*** SPAM ***"),
+    **spam_scanner_arguments(relayclient="scan", size_limit=5000000),
 }
 
 

@@ -71,7 +71,8 @@ import os
 import pwd
 
 from qpgevent import DECLINED, DENYSOFT, LOGERROR, LOGINFO, arguments, spamd
-from qpgevent.scanning import ScanError, bounded, message_length, scan_timeout, spam_scan_wanted
+from qpgevent.scanning import (ScanError, bounded, message_length, scan_timeout, spam_scan_wanted,
+                               spam_scanner_arguments)
 
 NOTE = "spamassassin"
 _DEFAULT_PREFIX = "*** SPAM ***"
@@ -89,12 +90,7 @@ ARGUMENTS = {
     "subject_prefix": arguments.text(),
     "spamd_socket": arguments.text(default="127.0.0.1:783"),
     "spamd_user": arguments.text(),
-    "headers": arguments.choice("none", "add", default="add"),
-    "leave_old_headers": arguments.choice("rename", "drop", "keep", default="rename"),
-    "relayclient": arguments.choice("skip", "scan", default="skip"),
-    "size_limit": arguments.integer(default=500000, minimum=0),
-    "timeout": arguments.number(minimum=0.1),
-    "defer_on_error": arguments.flag(),
+    **spam_scanner_arguments(relayclient="skip", size_limit=500000),
 }
 
 

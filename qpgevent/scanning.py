@@ -10,7 +10,7 @@ from typing import Any, Iterator, Optional
 
 import gevent
 
-from . import sockets
+from . import arguments, sockets
 from .constants import LOGINFO
 
 DEFAULT_TIMEOUT = 20.0
@@ -82,3 +82,15 @@ def spam_scan_wanted(plugin: Any, transaction: Any) -> bool:
         return False
     rename_old_headers(transaction.header, "X-Spam-", options.leave_old_headers)
     return True
+
+
+def spam_scanner_arguments(relayclient: str, size_limit: int) -> dict:
+    """The arguments spamassassin and rspamd share (what ``spam_scan_wanted`` reads), with their own defaults."""
+    return {
+        "headers": arguments.choice("add", "none", default="add"),
+        "leave_old_headers": arguments.choice("rename", "drop", "keep", default="rename"),
+        "relayclient": arguments.choice("scan", "skip", default=relayclient),
+        "size_limit": arguments.integer(default=size_limit, minimum=0),
+        "timeout": arguments.number(minimum=0.1),
+        "defer_on_error": arguments.flag(),
+    }

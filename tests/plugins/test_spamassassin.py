@@ -213,7 +213,7 @@ def test_a_socket_path_spamd_that_is_gone_fails_open(tmp_path):
 
 @pytest.mark.parametrize("line, fault", [
     ("spamassassin reject lots", "reject takes a score or userprefs, not 'lots'"),
-    ("spamassassin headers some", "headers takes one of none, add"),
+    ("spamassassin headers some", "headers takes one of add, none"),
     ("spamassassin timeout 40", "timeout 40.0 would outlast plugin_timeout (30.0s)"),
 ])
 def test_bad_arguments_stop_the_start(tmp_path, line, fault):
