@@ -1,5 +1,4 @@
 """queue/lmtp against a real Dovecot LMTP server (tests/daemons/dovecot.py), over its unix socket and TCP."""
-import os
 import re
 import smtplib
 import socket
