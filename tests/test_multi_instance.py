@@ -4,7 +4,9 @@ qpgevent instances that share one redis-server (docs/deploy.md describes the sam
 Clients connect to HAProxy from 127.0.0.x source addresses; HAProxy connects to the instances from
 127.0.0.1, the one address in their ``proxy_hosts``.  Each instance has its own maildir.
 """
+import os
 import re
+import signal
 import smtplib
 import threading
 import time
@@ -13,7 +15,7 @@ from email import message_from_bytes
 import pytest
 
 from daemons.haproxy import HAProxy
-from qpgevent.state import TIMEOUT, open_store
+from qpgevent.state import RETRY_AFTER, TIMEOUT, open_store
 from qpgevent.testing import LiveServer, RedisServer, wait_for, write_config
 
 INSTANCES = ("a", "b")
@@ -235,7 +237,34 @@ def test_redis_down_greylisting_and_karma_fail_open_and_mail_flows(cluster):
     finally:
         stopped.set()
         cluster.redis.start()
-    # Redis back: the plugins use it again, with no restart.
-    with pytest.raises(smtplib.SMTPSenderRefused) as refused:
-        send(cluster, "127.0.0.250")
-    assert (refused.value.smtp_code, refused.value.smtp_error) == DEFERRED
+    # Redis back: the plugins use it again, with no restart, once RETRY_AFTER has passed.
+    assert wait_for(lambda: deferred(cluster, "127.0.0.250"), RETRY_AFTER + 3, step=0.5)
+
+
+def deferred(cluster, ip):
+    """Whether a client from ``ip`` is greylisted (the instances can read and write the store)."""
+    try:
+        send(cluster, ip)
+    except smtplib.SMTPSenderRefused as exc:
+        return (exc.smtp_code, exc.smtp_error) == DEFERRED
+    return False
+
+
+def test_a_hung_redis_costs_one_timeout_not_every_session_nor_the_health_checks(cluster):
+    """redis-server paused (SIGSTOP: connections accepted, nothing answered): mail flows, instances stay UP."""
+    for name in INSTANCES:  # wait out the pause of the test before, if any
+        assert wait_for(lambda: cluster.haproxy.status(name) == "UP", 5)
+    os.kill(cluster.redis.process.pid, signal.SIGSTOP)
+    try:
+        seconds, statuses, deadline = [], set(), time.monotonic() + 4
+        while time.monotonic() < deadline:
+            started = time.monotonic()
+            assert send(cluster, "127.0.0.%d" % (200 + len(seconds)), subject="hung redis") == {}
+            seconds.append(time.monotonic() - started)
+            statuses.update(cluster.haproxy.status(name) for name in INSTANCES)
+        assert statuses == {"UP"}  # no health check waited on Redis past "timeout check"
+        assert sum(1 for s in seconds if s > TIMEOUT / 2) <= 2 * len(INSTANCES), seconds  # one wait per instance
+        assert max(seconds) < 3 * TIMEOUT + 1, seconds
+        assert "not asked again" in "".join(server.log for server in cluster.instances.values())
+    finally:
+        os.kill(cluster.redis.process.pid, signal.SIGCONT)
