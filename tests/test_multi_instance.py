@@ -10,13 +10,14 @@ import signal
 import smtplib
 import threading
 import time
+import urllib.request
 from email import message_from_bytes
 
 import pytest
 
 from daemons.haproxy import HAProxy
 from qpgevent.state import RETRY_AFTER, TIMEOUT, open_store
-from qpgevent.testing import LiveServer, RedisServer, wait_for, write_config
+from qpgevent.testing import LiveServer, RedisServer, free_port, wait_for, write_config
 
 INSTANCES = ("a", "b")
 LOAD_IP = "127.0.0.50"  # in greylist_exclude: the load tests are about delivery, not greylisting
@@ -30,7 +31,7 @@ class Cluster:
     def __init__(self, base):
         self.base = base
         self.redis = RedisServer(base / "redis").start()
-        self.instances = {}
+        self.instances, self.metrics_ports = {}, {}
         (base / "greylist_exclude").write_text(LOAD_IP + "\n")
         for name in INSTANCES:
             config = write_config(base / name / "config", {
@@ -38,7 +39,9 @@ class Cluster:
                 "storage": self.redis.url, "proxy_hosts": "127.0.0.1",
                 "spool_dir": str(base / name / "spool"), "greylist_exclude_files": "../greylist_exclude",
                 "plugins": [line.format(maildir=self.maildir(name)) for line in PLUGINS]})
-            self.instances[name] = LiveServer(config, cwd=base / name).start()
+            self.metrics_ports[name] = free_port()
+            self.instances[name] = LiveServer(config, cwd=base / name,
+                                              args=["--metrics", "127.0.0.1:%d" % self.metrics_ports[name]]).start()
         self.haproxy = HAProxy(base / "haproxy", {n: s.address for n, s in self.instances.items()}).start()
         self.store = open_store(self.redis.url)
 
@@ -49,6 +52,16 @@ class Cluster:
         """Every message in every instance's maildir, parsed, with the instance's name."""
         return [(name, message_from_bytes(path.read_bytes()))
                 for name in INSTANCES for path in sorted((self.maildir(name) / "new").glob("*"))]
+
+    def unavailable(self, plugin):
+        """Every instance's ``qpgevent_state_unavailable_total`` for ``plugin``, added up."""
+        total = 0.0
+        for port in self.metrics_ports.values():
+            with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=10) as response:
+                found = re.search(r'^qpgevent_state_unavailable_total\{plugin="%s"\} (\S+)$' % plugin,
+                                  response.read().decode(), re.M)
+            total += float(found.group(1)) if found else 0.0
+        return total
 
     def restart(self, name):
         self.instances[name].stop()
@@ -195,7 +208,8 @@ def test_killing_an_instance_mid_load_loses_no_accepted_message(cluster):
 
 
 def test_redis_down_greylisting_and_karma_fail_open_and_mail_flows(cluster):
-    """Sessions from new clients (each would be greylisted) run while redis-server is stopped under them."""
+    """Sessions from new clients (each would be greylisted) run while redis-server is stopped under them;
+    each plugin's fail-open is logged and counted (``--metrics``)."""
     results, lock = [], threading.Lock()
     stopped = threading.Event()
     deadline = time.monotonic() + 20
@@ -233,6 +247,7 @@ def test_redis_down_greylisting_and_karma_fail_open_and_mail_flows(cluster):
         logs = "".join(server.log for server in cluster.instances.values())
         assert "UNABLE TO OBTAIN GREYLIST RESULT: state store redis://" in logs
         assert "skip, karma not checked" in logs
+        assert cluster.unavailable("greylisting") >= len(after) and cluster.unavailable("karma") >= len(after)
         assert {h: cluster.haproxy.status(h) for h in INSTANCES} == {"a": "UP", "b": "UP"}
     finally:
         stopped.set()
