@@ -30,8 +30,13 @@ class Cluster:
 
     def __init__(self, base):
         self.base = base
-        self.redis = RedisServer(base / "redis").start()
+        self.redis = RedisServer(base / "redis")
         self.instances, self.metrics_ports = {}, {}
+        self.haproxy = None
+
+    def start(self):
+        base = self.base
+        self.redis.start()
         (base / "greylist_exclude").write_text(LOAD_IP + "\n")
         for name in INSTANCES:
             config = write_config(base / name / "config", {
@@ -44,6 +49,7 @@ class Cluster:
                                               args=["--metrics", "127.0.0.1:%d" % self.metrics_ports[name]]).start()
         self.haproxy = HAProxy(base / "haproxy", {n: s.address for n, s in self.instances.items()}).start()
         self.store = open_store(self.redis.url)
+        return self
 
     def maildir(self, name):
         return self.base / name / "Maildir"
@@ -68,7 +74,8 @@ class Cluster:
         self.instances[name].start()
 
     def stop(self):
-        self.haproxy.stop()
+        if self.haproxy is not None:
+            self.haproxy.stop()
         for server in self.instances.values():
             server.stop()
         self.redis.stop()
@@ -78,6 +85,7 @@ class Cluster:
 def cluster(tmp_path_factory):
     cluster = Cluster(tmp_path_factory.mktemp("cluster"))
     try:
+        cluster.start()
         for name in INSTANCES:
             assert cluster.haproxy.wait_status(name, "UP"), cluster.haproxy.stats()
         yield cluster
