@@ -59,7 +59,8 @@ key expiring ``white_timeout`` after its last change, which does what
 qpsmtpd's ``prune_db`` did; ``bin/qpsmtpd-state list greylisting:`` shows
 them.  If the store cannot answer (Redis down, sqlite locked for 2 s) the
 mail is not greylisted (fail open, as qpsmtpd does when Redis is down) and
-the log says ``UNABLE TO OBTAIN GREYLIST RESULT``.
+the log says ``UNABLE TO OBTAIN GREYLIST RESULT`` (and, under ``--metrics``,
+``qpgevent_state_unavailable_total{plugin="greylisting"}`` counts it).
 
 Differences from qpsmtpd: keys hold the IP as text (IPv6 safe), so
 ``upgrade`` has nothing to convert and is accepted and ignored, as are
@@ -78,7 +79,7 @@ import re
 import time
 from pathlib import Path
 
-from qpgevent import DECLINED, DENYSOFT, LOGDEBUG, LOGERROR, LOGINFO, LOGWARN, arguments
+from qpgevent import DECLINED, DENYSOFT, LOGDEBUG, LOGERROR, LOGINFO, LOGWARN, arguments, metrics
 from qpgevent.state import StateUnavailable, plugin_store
 
 DENYMSG = "This mail is temporarily denied"
@@ -202,6 +203,7 @@ def greylist(self, transaction, sender, recipient, options):
         return result(self, name, options)
     except StateUnavailable as exc:
         self.log(LOGERROR, "UNABLE TO OBTAIN GREYLIST RESULT: %s; not greylisted" % exc)
+        metrics.state_unavailable(self.name)
         return DECLINED, None
 
 

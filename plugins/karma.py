@@ -56,7 +56,8 @@ Where we differ from qpsmtpd: the record's key is the IP as text, not as
 an integer; a naughty connection is counted as such (qpsmtpd's current code
 forgets to add it, so its penalty box only ever held first offenders); the
 store being down (Redis stopped, sqlite locked past 2 s) lets the
-connection through unscored, with a log line; ``nfslock`` and the
+connection through unscored, with a log line (and a count in
+``qpgevent_state_unavailable_total{plugin="karma"}`` under ``--metrics``); ``nfslock`` and the
 ``penalty_box`` of qpsmtpd's sample config are accepted and ignored.
 
 Config files:
@@ -66,7 +67,7 @@ Config files:
 import ipaddress
 import time
 
-from qpgevent import DECLINED, DONE, LOGDEBUG, LOGERROR, LOGINFO, arguments
+from qpgevent import DECLINED, DONE, LOGDEBUG, LOGERROR, LOGINFO, arguments, metrics
 from qpgevent.state import StateUnavailable, plugin_store
 
 DAY = 86400
@@ -135,6 +136,7 @@ def load(self, ip):
         value = self.store.get(name)
     except StateUnavailable as exc:
         self.log(LOGERROR, "skip, karma not checked: %s" % exc)
+        metrics.state_unavailable(self.name)
         return name, None
     return name, Record(value) if value else Record()
 
@@ -145,6 +147,7 @@ def save(self, name, record):
         self.store.set(name, str(record), ttl)
     except StateUnavailable as exc:
         self.log(LOGERROR, "karma not recorded: %s" % exc)
+        metrics.state_unavailable(self.name)
 
 
 def calc_karma(self, record):

@@ -31,6 +31,8 @@ The metrics:
 ``qpgevent_auth_total``                    AUTH attempts; ``result``: ``success``, ``failure``, or
                                            ``tempfail`` (a checker failed or said DENYSOFT)
 ``qpgevent_plugin_seconds``                histogram of each plugin call, by ``hook`` and ``plugin``
+``qpgevent_state_unavailable_total``      calls to the state store (config/storage) that failed, by
+                                           ``plugin``; karma and greylisting then let the client through
 =========================================  ======================================================
 
 Only refusals count at ``mail`` and ``rcpt`` (a 250 there accepts nothing
@@ -134,6 +136,9 @@ class Metrics:
         self.auth = Counter("qpgevent_auth_total", "AUTH attempts by result.", ["result"], registry=None)
         self.plugin_seconds = Histogram("qpgevent_plugin_seconds", "Time spent in each plugin call.",
                                         ["hook", "plugin"], buckets=PLUGIN_BUCKETS, registry=None)
+        self.state_unavailable = Counter("qpgevent_state_unavailable_total",
+                                         "State store calls that failed (Redis down or slow, sqlite locked).",
+                                         ["plugin"], registry=None)
         self.children: Dict[tuple, Any] = {}
 
     def child(self, metric: Any, *labels: str) -> Any:
@@ -316,6 +321,12 @@ def process_dead(pid: int) -> None:
     if _metrics is not None and _endpoint is not None:
         from prometheus_client import multiprocess
         multiprocess.mark_process_dead(pid, _endpoint.directory)
+
+
+def state_unavailable(plugin: str) -> None:
+    """``plugin`` could not use the state store (and went on without it)."""
+    if _metrics is not None:
+        _metrics.child(_metrics.state_unavailable, plugin).inc()
 
 
 def plugin_called(hook: str, plugin: str, started: float) -> None:

@@ -25,6 +25,9 @@ from gevent.threadpool import ThreadPool
 
 TIMEOUT = 2.0  # seconds any one call may wait for a lock or for Redis
 PURGE_EVERY = 300.0  # seconds between sweeps of expired sqlite rows (reads ignore them anyway)
+# Seconds a Redis that did not answer (refused, or silent past TIMEOUT) is not asked again: a hung
+# server then costs one call TIMEOUT per pause, not every call of every session (nor every health check).
+RETRY_AFTER = 5.0
 POOL_SIZE = 4  # native threads (and sqlite connections) per process; calls beyond wait their turn
 
 # The real ones, whatever gevent's monkey-patching has made of the threading module.
@@ -220,6 +223,8 @@ class RedisStore(Store):
         self._options = dict(host=host, port=port, db=db, password=password)
         self._client: Any = None
         self._pid = 0
+        self._down_until = 0.0
+        self._down_reason = ""
 
     def _redis(self) -> Any:
         if self._pid != os.getpid():
@@ -234,8 +239,14 @@ class RedisStore(Store):
 
     def _call(self, function: Any) -> Any:
         import redis
+        left = self._down_until - time.monotonic()
+        if left > 0:
+            raise StateUnavailable("state store %s: %s (not asked again for %.1f s)" % (self.url, self._down_reason, left))
         try:
             return function(self._redis())
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            self._down_until, self._down_reason = time.monotonic() + RETRY_AFTER, str(exc)
+            raise StateUnavailable("state store %s: %s" % (self.url, exc)) from None
         except redis.RedisError as exc:
             raise StateUnavailable("state store %s: %s" % (self.url, exc)) from None
 

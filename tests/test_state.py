@@ -11,6 +11,7 @@ from pathlib import Path
 import gevent
 import pytest
 
+from qpgevent import state
 from qpgevent.errors import ConfigErrors
 from qpgevent.state import TIMEOUT, StateUnavailable, open_store
 from qpgevent.testing import RedisServer, make_smtpd, write_config
@@ -222,6 +223,34 @@ def test_redis_that_never_answers_times_out(tmp_path):
             store.get("k")
         assert TIMEOUT - 0.5 < time.monotonic() - started < TIMEOUT + 1
 
+
+
+def test_redis_that_failed_is_not_asked_again_for_retry_after(tmp_path, monkeypatch):
+    """A silent Redis costs one call TIMEOUT; the calls after it fail at once, until RETRY_AFTER has passed."""
+    monkeypatch.setattr(state, "RETRY_AFTER", 0.5, raising=False)
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        store = open_store("redis://127.0.0.1:%d/0" % silent.getsockname()[1])
+        with pytest.raises(StateUnavailable):
+            store.get("k")
+        started = time.monotonic()
+        with pytest.raises(StateUnavailable, match=r"not asked again for 0\.\d s"):
+            store.set("k", "v", 60)
+        assert time.monotonic() - started < 0.1
+    server = RedisServer(tmp_path / "redis-back").start()  # the same kind of address, now answering
+    try:
+        store = open_store(server.url)
+        server.stop()
+        with pytest.raises(StateUnavailable):
+            store.get("k")
+        server.start()
+        with pytest.raises(StateUnavailable, match="not asked again"):
+            store.get("k")
+        time.sleep(0.6)
+        assert store.get("k") is None  # asked again, and it answers
+    finally:
+        server.stop()
 
 def run_tool(config_dir, *args):
     result = subprocess.run([sys.executable, str(TOOL), "--config-dir", str(config_dir), *args],
