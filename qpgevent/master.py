@@ -461,13 +461,9 @@ class Master:
         self.notifier.reloading("reloading the configuration")
         try:
             smtpd = self.load()
-        except ConfigError as exc:
-            self.log(LOGERROR, "reload refused, keeping the old configuration and workers: %s" % exc)
-            self.notifier.ready("reload refused (see the log); the old configuration and workers go on")
-            return
-        except Exception:
-            self.log(LOGERROR, "reload refused, keeping the old configuration and workers:\n"
-                     + traceback.format_exc())
+        except Exception as exc:
+            detail = ": %s" % exc if isinstance(exc, ConfigError) else ":\n" + traceback.format_exc()
+            self.log(LOGERROR, "reload refused, keeping the old configuration and workers" + detail)
             self.notifier.ready("reload refused (see the log); the old configuration and workers go on")
             return
         self.smtpd = smtpd

@@ -131,9 +131,10 @@ def test_single_process_ready_reload_stop(config, notify):
         server.stop()
 
 
-def test_refused_reload_ends_with_ready(config, notify):
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_refused_reload_ends_with_ready(config, notify, workers):
     """A broken config on SIGHUP: RELOADING=1, then READY=1 saying the reload was refused (not left reloading)."""
-    with LiveServer(config, env={"NOTIFY_SOCKET": notify.address}) as server:
+    with LiveServer(config, args=["--workers", workers], env={"NOTIFY_SOCKET": notify.address}) as server:
         notify.expect("READY")
         (config / "plugins").write_text("no_such_plugin\n")
         server.process.send_signal(signal.SIGHUP)
@@ -311,3 +312,10 @@ def test_socket_named_smtps_needs_tls(config, listener):
     result = subprocess.run([*launched(listener.fileno()), "--config-dir", str(config)], pass_fds=[listener.fileno()],
                             env=dict(os.environ, LISTEN_FDNAMES="smtps"), capture_output=True, text=True, timeout=30)
     assert result.returncode == 78 and "needs the tls plugin" in result.stderr, result.stderr
+
+
+def test_operations_guide_shows_the_shipped_units():
+    """docs/operations.md quotes contrib/'s unit files as they are, not an older copy."""
+    guide = (ROOT / "docs" / "operations.md").read_text().split("## Running under systemd", 1)[1]
+    for name in ("qpgevent.service", "qpgevent.socket"):
+        assert "```ini\n" + (ROOT / "contrib" / name).read_text() + "```" in guide, name
