@@ -33,6 +33,13 @@ silent for ``heartbeat_timeout`` is killed (SIGKILL) and replaced.  A worker
 that dies is replaced; if they keep dying at boot, with growing pauses between
 attempts, the master gives up and exits with ``EXIT_CRASH_LOOP``.
 
+Under systemd (``qpgevent.systemd``) the master says ``READY=1`` once all the
+workers of a configuration serve (at start and after each reload),
+``RELOADING=1`` on SIGHUP, ``STOPPING=1`` on TERM, and ``WATCHDOG=1`` only
+while every worker's heartbeat is fresh (within ``WATCHDOG_STALE``): a stuck
+worker withholds it, and if none is replaced before ``WatchdogSec`` runs out,
+systemd restarts the service.
+
 .. caution:: The master blocks in the original (unpatched) ``select`` and uses
    the original ``fork``, ``waitpid`` and ``signal``: gevent's patched versions
    would reap children behind its back.  Each worker calls ``gevent.reinit()``.
@@ -52,6 +59,7 @@ from . import metrics
 from .constants import LOGCRIT, LOGERROR, LOGINFO, LOGNOTICE, LOGWARN
 from .errors import ConfigError
 from .limits import SharedCounters
+from .systemd import Notifier
 
 _fork = monkey.get_original("os", "fork")
 _waitpid = monkey.get_original("os", "waitpid")
@@ -67,6 +75,9 @@ BACKOFF_FIRST = 0.1  # seconds before replacing a worker after the first boot fa
 BACKOFF_MAX = 5.0
 KILL_GRACE = 5.0  # beyond the graceful timeout, for a stopping worker to send its 421s and exit
 TICK = 0.5  # the longest the loop sleeps without a signal or a heartbeat
+# A worker beats every second (server.HEARTBEAT_INTERVAL): one silent for
+# three has a stuck event loop, and the master stops telling systemd all is well.
+WATCHDOG_STALE = 3.0
 
 SIGNALS = {signal.SIGTERM: "term", signal.SIGINT: "int", signal.SIGHUP: "hup", signal.SIGUSR1: "usr1",
            signal.SIGCHLD: "chld"}
@@ -112,7 +123,7 @@ class Master:
     def __init__(self, count: int, smtpd: Any, load: Callable[[], Any],
                  run_worker: Callable[[int, Optional[int]], int], reopen_logs: Callable[[Any], None],
                  listeners: List[Any], graceful_timeout: float, heartbeat_timeout: float,
-                 counters: Optional[SharedCounters] = None) -> None:
+                 counters: Optional[SharedCounters] = None, notifier: Optional[Notifier] = None) -> None:
         self.count = count
         self.smtpd = smtpd
         self.load = load
@@ -131,6 +142,10 @@ class Master:
         self.stopping = False
         self.exit_code = EXIT_OK
         self.signals: Deque[int] = collections.deque()
+        self.notifier = notifier or Notifier(None)
+        self.announce: Optional[str] = "started"  # READY=1 is due once the current workers all serve
+        self.next_watchdog = 0.0
+        self.watchdog_withheld = False
         self.wake_read = self.wake_write = -1
 
     def log(self, level: int, message: str) -> None:
@@ -152,6 +167,7 @@ class Master:
                     getattr(self, "handle_" + SIGNALS[self.signals.popleft()])()
                 self.reap()
                 self.check_workers()
+                self.feed_watchdog()
         finally:
             for signum in SIGNALS:
                 _set_handler(signum, signal.SIG_DFL)
@@ -173,6 +189,8 @@ class Master:
         timeout = TICK
         if not self.stopping and self.next_spawn:
             timeout = max(0.0, min(timeout, self.next_spawn - time.monotonic()))
+        if self.notifier.watchdog_interval is not None:
+            timeout = max(0.0, min(timeout, self.next_watchdog - time.monotonic()))
         beating = {w.heartbeat: w for w in self.workers.values() if w.heartbeat is not None}
         readable, _, _ = _select([self.wake_read, *beating], [], [], timeout)
         now = time.monotonic()
@@ -226,6 +244,10 @@ class Master:
                     self.next_spawn = time.monotonic() + BACKOFF_MAX
                     return
         elif sum(w.serving for w in current) >= self.count:
+            if self.announce is not None:
+                self.notifier.ready("%s; %d workers serving on %s" % (self.announce, self.count, ", ".join(
+                    "%s port %d" % sock.getsockname()[:2] for sock in self.listeners)))
+                self.announce = None
             for worker in list(self.workers.values()):
                 if worker.generation != self.generation and worker.stop_by is None:
                     self.log(LOGINFO, "draining worker %d: its configuration is no longer current" % worker.pid)
@@ -359,6 +381,7 @@ class Master:
         self.log(LOGERROR, "reload abandoned: workers of the new configuration die at boot (%d in a row); "
                  "the %d workers of the previous one go on serving" % (self.boot_failures, len(older)))
         self.generation = max(w.generation for w in older)
+        self.announce = "reload abandoned (see the log); the previous configuration goes on"
         self.boot_failures = 0
         self.next_spawn = 0.0
         return True
@@ -382,6 +405,26 @@ class Master:
             worker.killed = True
             self._kill(worker, signal.SIGKILL)
 
+    def feed_watchdog(self) -> None:
+        """WATCHDOG=1 every interval, withheld while a worker's heartbeat is stale."""
+        interval = self.notifier.watchdog_interval
+        now = time.monotonic()
+        if interval is None or now < self.next_watchdog:
+            return
+        self.next_watchdog = now + interval
+        stuck = [w.pid for w in self.workers.values()
+                 if w.stop_by is None and not w.killed and now - w.last_beat > WATCHDOG_STALE]
+        if stuck:
+            if not self.watchdog_withheld:
+                self.watchdog_withheld = True
+                self.log(LOGERROR, "withholding WATCHDOG=1 from systemd: worker %s silent for more than %.0fs"
+                         % (", ".join(map(str, stuck)), WATCHDOG_STALE))
+            return
+        if self.watchdog_withheld:
+            self.watchdog_withheld = False
+            self.log(LOGNOTICE, "every worker answers again; WATCHDOG=1 resumes")
+        self.notifier.watchdog()
+
     # -- stopping -----------------------------------------------------------------
     def begin_stop(self, exit_code: int) -> None:
         """Close the master's listening sockets and drain every worker."""
@@ -389,6 +432,7 @@ class Master:
             return
         self.stopping = True
         self.exit_code = exit_code
+        self.notifier.stopping("shutting down: draining %d workers" % len(self.workers))
         for sock in self.listeners:
             sock.close()
         for worker in self.workers.values():
@@ -414,14 +458,13 @@ class Master:
     def handle_hup(self) -> None:
         if self.stopping:
             return
+        self.notifier.reloading("reloading the configuration")
         try:
             smtpd = self.load()
-        except ConfigError as exc:
-            self.log(LOGERROR, "reload refused, keeping the old configuration and workers: %s" % exc)
-            return
-        except Exception:
-            self.log(LOGERROR, "reload refused, keeping the old configuration and workers:\n"
-                     + traceback.format_exc())
+        except Exception as exc:
+            detail = ": %s" % exc if isinstance(exc, ConfigError) else ":\n" + traceback.format_exc()
+            self.log(LOGERROR, "reload refused, keeping the old configuration and workers" + detail)
+            self.notifier.ready("reload refused (see the log); the old configuration and workers go on")
             return
         self.smtpd = smtpd
         # The old configuration's cycles were frozen at the last fork: only a
@@ -429,6 +472,7 @@ class Master:
         gc.unfreeze()
         gc.collect()
         self.generation += 1
+        self.announce = "configuration reloaded"
         self.log(LOGNOTICE, "configuration reloaded; starting %d new workers" % self.count)
 
     def handle_usr1(self) -> None:

@@ -36,6 +36,7 @@ from .proxy import MAX_HEADER as MAX_PROXY_HEADER, ProxyError, parse as parse_pr
 from .replies import format_reply
 from .smtp import Session
 from .smtpd import Smtpd
+from .systemd import Notifier, inherited_sockets
 from .transport import IdleSweeper, SocketTransport
 
 DEFAULT_PORT = 2525
@@ -163,6 +164,28 @@ def bind_listeners(options: argparse.Namespace) -> List[Listener]:
             raise ConfigError("cannot listen on %s port %d: %s" % (host, port, exc.strerror)) from None
         sock.listen(listen_backlog(options.limit_connections))
         listeners.append(Listener(sock, smtps))
+    return listeners
+
+
+def open_listeners(options: argparse.Namespace) -> List[Listener]:
+    """The sockets systemd passed (socket activation), else those of ``-l`` and ``--smtps-listen``, bound here.
+
+    Passed sockets replace the addresses of the command line, which then name
+    them (for the checks and the logs); one named ``smtps``
+    (``FileDescriptorName=smtps``) speaks implicit TLS.
+    """
+    inherited = inherited_sockets()
+    if not inherited:
+        return bind_listeners(options)
+    if options.listen_address or options.smtps_listen:
+        sys.stderr.write("qpsmtpd-server: listening on the %d sockets systemd passed (LISTEN_FDS); "
+                         "-l and --smtps-listen are ignored\n" % len(inherited))
+    listeners = [Listener(sock, name == "smtps") for sock, name in inherited]
+    addresses = {True: [], False: []}  # type: dict
+    for listener in listeners:
+        host, port = listener.socket.getsockname()[:2]
+        addresses[listener.smtps].append("[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port))
+    options.listen_address, options.smtps_listen = addresses[False], addresses[True]
     return listeners
 
 
@@ -424,18 +447,23 @@ def _count(items: list, noun: str) -> str:
     return "%d %s%s" % (len(items), noun, "" if len(items) == 1 else "s")
 
 
-def serve(server: Server, options: argparse.Namespace) -> int:
+def serve(server: Server, options: argparse.Namespace, notifier: Notifier) -> int:
     """The single-process daemon: serve until SIGTERM/SIGINT; SIGHUP reloads in place."""
     stopping = Event()
+    serving = "serving on " + describe_addresses(server.addresses)
 
     def reload() -> None:
+        notifier.reloading("reloading the configuration")
         try:
             smtpd = load_smtpd(options)
             smtpd.start_serving()
             server.smtpd = smtpd
             server.smtpd.log(LOGNOTICE, "configuration reloaded")
+            status = "configuration reloaded; " + serving
         except ConfigError as exc:
             server.smtpd.log(LOGERROR, "reload refused, keeping the old configuration: %s" % exc)
+            status = "reload refused (see the log); the old configuration goes on " + serving
+        notifier.ready(status)
 
     gevent.signal_handler(signal.SIGHUP, reload)
     gevent.signal_handler(signal.SIGUSR1, lambda: reopen_logs(server.smtpd))
@@ -444,10 +472,25 @@ def serve(server: Server, options: argparse.Namespace) -> int:
     server.start()
     for host, port in server.addresses:
         server.smtpd.log(LOGWARN, "listening on %s port %d" % (host, port))
+    notifier.ready(serving)
+    if notifier.watchdog_interval is not None:
+        gevent.spawn(send_watchdog, notifier)
     stopping.wait()
     server.smtpd.log(LOGWARN, "shutting down")
+    notifier.stopping("shutting down: draining %d sessions" % len(server.conversations))
     server.stop(options.graceful_timeout)
     return 0
+
+
+def describe_addresses(addresses: List[Tuple[str, int]]) -> str:
+    return ", ".join("%s port %d" % (host, port) for host, port in addresses)
+
+
+def send_watchdog(notifier: Notifier) -> None:
+    """WATCHDOG=1 for as long as the event loop runs: a loop stuck in a plugin stops it."""
+    while True:
+        notifier.watchdog()
+        gevent.sleep(notifier.watchdog_interval)
 
 
 def run_worker(options: argparse.Namespace, listeners: List[Listener], heartbeat: int,
@@ -504,9 +547,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     options = build_parser().parse_args(argv)
     if options.check_config:
         return check_config(options)
+    notifier = Notifier.from_environment()
     try:
         raise_fd_limit()
-        listeners = bind_listeners(options)
+        listeners = open_listeners(options)
         metrics_listener = metrics.bind(*options.metrics) if options.metrics else None
         if options.pid_file:
             check_pid_file(options.pid_file)
@@ -537,12 +581,14 @@ def main(argv: Optional[List[str]] = None) -> int:
             master = Master(options.workers, smtpd, load=lambda: load_smtpd(options), run_worker=worker,
                             reopen_logs=reopen_logs, listeners=[listener.socket for listener in listeners],
                             graceful_timeout=options.graceful_timeout, heartbeat_timeout=options.heartbeat_timeout,
-                            counters=counters)
+                            counters=counters, notifier=notifier)
+            notifier.log = lambda message: master.log(LOGWARN, message)
             return master.run()
         server = Server(smtpd, options)
+        notifier.log = lambda message: server.smtpd.log(LOGWARN, message)
         server.serve_on(listeners)
         smtpd.start_serving()
-        return serve(server, options)
+        return serve(server, options, notifier)
     finally:
         if options.pid_file:
             try:

@@ -347,8 +347,9 @@ class LiveServer:
 
     def __init__(self, config_dir: Union[str, Path, None], args: Sequence[str] = (), host: str = "127.0.0.1",
                  env: Optional[Dict[str, str]] = None, cwd: Union[str, Path, None] = None,
-                 program: Sequence[str] = ()) -> None:
-        """``config_dir`` None: the server's own default; ``program``: another daemon command (an installed one)."""
+                 program: Sequence[str] = (), pass_fds: Sequence[int] = ()) -> None:
+        """``config_dir`` None: the server's own default; ``program``: another daemon command (an installed one);
+        ``pass_fds``: descriptors the daemon inherits (a listening socket, as systemd passes one)."""
         self.config_dir = Path(config_dir) if config_dir is not None else None
         self.program = list(program) or [sys.executable, str(ROOT / "bin" / "qpsmtpd-server")]
         self._log_path = (self.config_dir.parent if self.config_dir else Path(cwd or ".")) / "server-%d.log"
@@ -357,6 +358,7 @@ class LiveServer:
         self.args = list(args)
         self.env = env
         self.cwd = cwd
+        self.pass_fds = tuple(pass_fds)
         self.process: Optional[subprocess.Popen] = None
         self.stderr = ""
 
@@ -382,7 +384,7 @@ class LiveServer:
         env = dict(os.environ, **(self.env or {}))
         self._log = open(str(self._log_path) % self.port, "w+")
         self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-                                        env=env, cwd=self.cwd)
+                                        env=env, cwd=self.cwd, pass_fds=self.pass_fds)
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
