@@ -101,6 +101,8 @@ QUIT = Reply(221, "2.0.0", "{me} closing connection. Have a wonderful day.")
 
 UNRECOGNIZED = Reply(500, "5.5.1", "Unrecognized command")
 PROXY_REFUSED = Reply(554, "5.7.1", "{me} PROXY header not accepted from your address")
+XCLIENT_REFUSED = Reply(550, "5.7.0", "XCLIENT not allowed from your address")
+XCLIENT_IN_TRANSACTION = Reply(503, "5.5.1", "XCLIENT is not allowed during a mail transaction")
 UNRECOGNIZED_DISCONNECT = Reply(521, "5.5.1", "Closing connection")
 LINE_TOO_LONG = Reply(500, "5.5.2", "Line too long")
 BAD_BYTES = Reply(500, "5.5.2", "Command contains bytes that are not printable ASCII")

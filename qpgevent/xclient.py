@@ -1,0 +1,156 @@
+"""Postfix's XCLIENT extension: a trusted SMTP proxy names the real client.
+
+Postfix's ``smtpd_proxy_filter`` (a before-queue filter) and other proxies
+send ``XCLIENT NAME=... ADDR=... PORT=... PROTO=... HELO=... LOGIN=...``
+(https://www.postfix.org/XCLIENT_README.html).  Only a peer listed in
+``config/xclient_hosts`` may; on success the session begins again as if that
+client had just connected: its addresses replace the proxy's, the
+``pre-connection`` and ``connect`` hooks run again (relay, dnsbl, fcrdns judge
+the client), a new 220 greeting is sent and EHLO is needed again.
+
+Attributes a command leaves out keep the values the last one gave, so a proxy
+may split them over several commands.  Mixed into ``Session``; no I/O.
+"""
+import ipaddress
+import re
+from typing import Any, Dict, Optional
+
+from . import replies as R
+from .command import ParseError
+from .connection import Connection
+from .constants import LOGINFO
+from .netlist import ip_in
+
+ATTRIBUTES = ("NAME", "ADDR", "PORT", "PROTO", "HELO", "LOGIN", "DESTADDR", "DESTPORT")
+EHLO_KEYWORD = "XCLIENT NAME ADDR PORT PROTO HELO LOGIN"
+UNAVAILABLE = ("[UNAVAILABLE]", "[TEMPUNAVAIL]")  # the proxy does not know (TEMPUNAVAIL: not now)
+MAX_VALUE = 255  # Postfix's limit for NAME and HELO; longer values of any attribute are refused
+_XTEXT = re.compile(r"(?:[!-*,-<>-~]|\+[0-9A-Fa-f]{2})*\Z")
+_TRANSPORT_NOTES = ("smtps", "tls_enabled", "tls_version", "tls_cipher", "tls_peer_certificate", "tls_via_proxy")
+
+
+def decode_xtext(text: str) -> str:
+    """RFC 3461 xtext (``+XX`` for a byte outside ``!``..``~`` or ``+``/``=``) -> the text."""
+    if not _XTEXT.match(text):
+        raise ParseError("XCLIENT value %r is not xtext" % text[:40])
+    raw = re.sub(r"\+([0-9A-Fa-f]{2})", lambda m: "%c" % int(m.group(1), 16), text)
+    try:
+        return raw.encode("latin-1").decode("utf-8")
+    except UnicodeDecodeError:
+        raise ParseError("XCLIENT value %r is not UTF-8" % text[:40]) from None
+
+
+def parse_xclient(line: str) -> Dict[str, str]:
+    """``NAME=x ADDR=y`` -> {``NAME``: ``x``, ``ADDR``: ``y``}: names upper-cased, values decoded and checked."""
+    attributes: Dict[str, str] = {}
+    for word in line.split():
+        name, eq, value = word.partition("=")
+        name = name.upper()
+        if not eq or name not in ATTRIBUTES:
+            raise ParseError("Bad XCLIENT attribute %r: say NAME=VALUE with NAME one of %s"
+                             % (word[:40], " ".join(ATTRIBUTES)))
+        value = decode_xtext(value)
+        if not value or len(value) > MAX_VALUE:
+            raise ParseError("XCLIENT %s must be 1 to %d characters" % (name, MAX_VALUE))
+        if value.upper() in UNAVAILABLE:
+            value = value.upper()
+        else:
+            value = _check(name, value)
+        attributes[name] = value
+    if not attributes:
+        raise ParseError("XCLIENT needs at least one attribute")
+    return attributes
+
+
+def _check(name: str, value: str) -> str:
+    """One known value in its normal form; ParseError if it is not one."""
+    if name in ("ADDR", "DESTADDR"):
+        text = value[5:] if value[:5].upper() == "IPV6:" else value
+        try:
+            address = ipaddress.ip_address(text)
+        except ValueError:
+            address = None
+        if address is None or (address.version == 6) != (text is not value) or "%" in text:
+            raise ParseError("XCLIENT %s %r is neither an IPv4 address nor IPV6: and an IPv6 address" % (name, value))
+        return str(address)
+    if name in ("PORT", "DESTPORT"):
+        if not value.isdigit() or int(value) > 65535:
+            raise ParseError("XCLIENT %s %r is not a port number" % (name, value))
+        return str(int(value))
+    if name == "PROTO":
+        if value.upper() not in ("SMTP", "ESMTP"):
+            raise ParseError("XCLIENT PROTO must be SMTP or ESMTP, not %r" % value)
+        return value.upper()
+    if name in ("NAME", "HELO") and any(c.isspace() or not c.isprintable() for c in value):
+        raise ParseError("XCLIENT %s %r has spaces or control characters" % (name, value))
+    return value
+
+
+def _known(attributes: Dict[str, str], name: str) -> Optional[str]:
+    value = attributes.get(name)
+    return None if value in UNAVAILABLE else value
+
+
+def client_connection(old: Connection, given: Dict[str, str]) -> Connection:
+    """The connection as the proxy describes it: ``given`` over what earlier XCLIENT commands said.
+
+    Keeps the id (log lines of one TCP connection stay together) and what
+    describes the transport (TLS); every other note starts afresh.
+    """
+    attributes = dict(old.notes.get("xclient", {}), **given)
+
+    def address(ip_name: str, port_name: str, ip: str, port: int) -> tuple:
+        if ip_name in attributes:
+            ip = _known(attributes, ip_name) or ""
+        if port_name in attributes:
+            port = int(_known(attributes, port_name) or 0)
+        return ip, port
+
+    remote_ip, remote_port = address("ADDR", "PORT", old.remote_ip, old.remote_port)
+    local_ip, local_port = address("DESTADDR", "DESTPORT", old.local_ip, old.local_port)
+    # A new address without a name has none: the proxy's name would be wrong for it.
+    host = _known(attributes, "NAME") if "NAME" in attributes or "ADDR" in attributes else old.remote_host
+    connection = Connection(remote_ip, remote_port, local_ip, local_port, remote_host=host)
+    connection.id, connection.started = old.id, old.started
+    connection.notes.update((key, old.notes[key]) for key in _TRANSPORT_NOTES if key in old.notes)
+    connection.notes["xclient"] = attributes
+    return connection
+
+
+class XclientCommands:
+    """The XCLIENT verb, mixed into ``Session``."""
+
+    _xclient_peer: Optional[str] = None  # the proxy's own address, once it has renamed the client
+
+    def xclient_allowed(self) -> bool:
+        """True when the peer (the proxy, not the client it named) is in ``xclient_hosts``."""
+        peer = self._xclient_peer or self.connection.remote_ip
+        return ip_in(peer, self.config_list("xclient_hosts"))
+
+    def xclient_helo(self) -> Optional[str]:
+        """The client's HELO name as XCLIENT gave it: it, not the proxy's own EHLO, is what hooks judge."""
+        return _known(self.connection.notes.get("xclient", {}), "HELO")
+
+    def smtp_xclient(self, rest: str) -> None:
+        if not self.xclient_allowed():
+            self.reply(R.XCLIENT_REFUSED)
+            return
+        if self._transaction is not None and self._transaction.sender is not None:
+            self.reply(R.XCLIENT_IN_TRANSACTION)
+            return
+        try:
+            attributes = parse_xclient(rest)
+        except ParseError as exc:
+            self.respond(501, str(exc), status="5.5.4")
+            return
+        old = self.connection
+        self._xclient_peer = self._xclient_peer or old.remote_ip
+        new = client_connection(old, attributes)
+        self.log(LOGINFO, "XCLIENT from %s: client is %s [%s]:%s (was %s [%s]:%s)"
+                 % (self._xclient_peer, new.remote_host, new.remote_ip, new.remote_port,
+                    old.remote_host, old.remote_ip, old.remote_port))
+        self.restart(new)
+        login = _known(new.notes["xclient"], "LOGIN")
+        if login and not self.closed:  # the proxy authenticated the client (Postfix: permit_sasl_authenticated)
+            self.auth_user, self.auth_mechanism = login, "XCLIENT"
+            new.relay_client = True
