@@ -28,7 +28,7 @@ from .modes import COMMAND, MAX_AUTH_LINE, DataStream
 from .outcomes import outcome
 from .replies import Reply, format_reply, match_class, split_lines, status_for
 from .transaction import PendingTransaction, Transaction
-from .xclient import EHLO_KEYWORD as XCLIENT_KEYWORD, XclientCommands
+from .xclient import EHLO_KEYWORDS as XCLIENT_KEYWORDS, XclientCommands
 
 MAX_COMMAND_LINE = 512  # RFC 5321 4.5.3.1.4, CRLF included
 MAX_QUEUED_REPLIES = 100  # replies held before they are written, however many commands one read brought
@@ -89,13 +89,20 @@ class Session(AuthCommands, ChunkingCommands, XclientCommands):
         (``max_conn_ip``, ``child_addrs``); it reaches the hook as keywords.
         """
         self._pre_connection = pre_connection
+        self._connect(self._greet)
+
+    def _greet(self) -> None:
+        self.respond(220, self.greeting(), status=None)
+
+    def _connect(self, then: Callable[[], None]) -> None:
+        """The ``pre-connection`` and ``connect`` hooks; ``then`` answers the client when neither refused."""
         connection = self.connection
         params = dict(remote_ip=connection.remote_ip, remote_port=connection.remote_port,
-                      local_ip=connection.local_ip, local_port=connection.local_port, **pre_connection)
+                      local_ip=connection.local_ip, local_port=connection.local_port, **self._pre_connection)
         try:
             self.answer("pre-connection", self.run_hooks("pre-connection", params=params))
             if not self.answer("connect", self.run_hooks("connect")):
-                self.respond(220, self.greeting(), status=None)
+                then()
         except PluginFailure:
             self.reply(R.PLUGIN_FAILED_DISCONNECT)
             self.disconnect()
@@ -103,18 +110,20 @@ class Session(AuthCommands, ChunkingCommands, XclientCommands):
             self.disconnect()
         self.flush()
 
-    def restart(self, connection: Connection) -> None:
-        """Begin again as if ``connection``'s client had just connected (XCLIENT): hooks, greeting, EHLO again.
+    def restart(self, connection: Connection, then: Optional[Callable[[], None]] = None) -> None:
+        """Begin again as if ``connection``'s client had just connected (XCLIENT, XFORWARD).
 
-        The transaction, HELO and AUTH of the proxy's part of the session are
-        forgotten; the disconnect hooks do not run, the TCP connection goes on.
+        The transaction and AUTH of the proxy's part of the session are
+        forgotten; the ``pre-connection`` and ``connect`` hooks run for the new
+        client, then ``then`` answers (by default the 220 greeting).  The
+        disconnect hooks do not run: the TCP connection goes on.
         """
         self.end_transaction()
         self.connection = connection
         self.auth_user = self.auth_mechanism = None
         self.auth_failures = 0
         self._relay_before_auth = False
-        self.start(**self._pre_connection)
+        self._connect(then or self._greet)
 
     def feed(self, data: bytes) -> None:
         """Process what the client sent; reply to every complete command in order.
@@ -466,7 +475,7 @@ class Session(AuthCommands, ChunkingCommands, XclientCommands):
         if self._auth_offered():
             keywords.append("AUTH " + " ".join(self.auth_mechanisms()))
         if self.xclient_allowed():
-            keywords.append(XCLIENT_KEYWORD)
+            keywords.extend(XCLIENT_KEYWORDS)
         return keywords
 
     def databytes(self) -> int:

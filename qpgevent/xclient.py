@@ -1,4 +1,4 @@
-"""Postfix's XCLIENT extension: a trusted SMTP proxy names the real client.
+"""Postfix's XCLIENT and XFORWARD extensions: a trusted SMTP proxy names the real client.
 
 Postfix's ``smtpd_proxy_filter`` (a before-queue filter) and other proxies
 send ``XCLIENT NAME=... ADDR=... PORT=... PROTO=... HELO=... LOGIN=...``
@@ -8,12 +8,19 @@ client had just connected: its addresses replace the proxy's, the
 ``pre-connection`` and ``connect`` hooks run again (relay, dnsbl, fcrdns judge
 the client), a new 220 greeting is sent and EHLO is needed again.
 
+Postfix's ``smtpd_proxy_filter`` itself sends XFORWARD, not XCLIENT
+(https://www.postfix.org/XFORWARD_README.html): after its EHLO, before MAIL,
+answered with 250.  We take it from the same ``xclient_hosts`` and do the
+same: the connection becomes the client's and the connect hooks run again;
+the session keeps the proxy's EHLO (no new one comes), with the client's HELO
+name, which the ``helo``/``ehlo`` hooks are run again for.
+
 Attributes a command leaves out keep the values the last one gave, so a proxy
 may split them over several commands.  Mixed into ``Session``; no I/O.
 """
 import ipaddress
 import re
-from typing import Any, Dict, Optional
+from typing import Dict, Optional, Sequence
 
 from . import replies as R
 from .command import ParseError
@@ -22,7 +29,8 @@ from .constants import LOGINFO
 from .netlist import ip_in
 
 ATTRIBUTES = ("NAME", "ADDR", "PORT", "PROTO", "HELO", "LOGIN", "DESTADDR", "DESTPORT")
-EHLO_KEYWORD = "XCLIENT NAME ADDR PORT PROTO HELO LOGIN"
+XFORWARD_ATTRIBUTES = ("NAME", "ADDR", "PORT", "PROTO", "HELO", "IDENT", "SOURCE")
+EHLO_KEYWORDS = ("XCLIENT NAME ADDR PORT PROTO HELO LOGIN", "XFORWARD NAME ADDR PORT PROTO HELO")
 UNAVAILABLE = ("[UNAVAILABLE]", "[TEMPUNAVAIL]")  # the proxy does not know (TEMPUNAVAIL: not now)
 MAX_VALUE = 255  # Postfix's limit for NAME and HELO; longer values of any attribute are refused
 _XTEXT = re.compile(r"(?:[!-*,-<>-~]|\+[0-9A-Fa-f]{2})*\Z")
@@ -40,15 +48,15 @@ def decode_xtext(text: str) -> str:
         raise ParseError("XCLIENT value %r is not UTF-8" % text[:40]) from None
 
 
-def parse_xclient(line: str) -> Dict[str, str]:
+def parse_xclient(line: str, names: Sequence[str] = ATTRIBUTES, verb: str = "XCLIENT") -> Dict[str, str]:
     """``NAME=x ADDR=y`` -> {``NAME``: ``x``, ``ADDR``: ``y``}: names upper-cased, values decoded and checked."""
     attributes: Dict[str, str] = {}
     for word in line.split():
         name, eq, value = word.partition("=")
         name = name.upper()
-        if not eq or name not in ATTRIBUTES:
-            raise ParseError("Bad XCLIENT attribute %r: say NAME=VALUE with NAME one of %s"
-                             % (word[:40], " ".join(ATTRIBUTES)))
+        if not eq or name not in names:
+            raise ParseError("Bad %s attribute %r: say NAME=VALUE with NAME one of %s"
+                             % (verb, word[:40], " ".join(names)))
         value = decode_xtext(value)
         if not value or len(value) > MAX_VALUE:
             raise ParseError("XCLIENT %s must be 1 to %d characters" % (name, MAX_VALUE))
@@ -77,9 +85,9 @@ def _check(name: str, value: str) -> str:
         if not value.isdigit() or int(value) > 65535:
             raise ParseError("XCLIENT %s %r is not a port number" % (name, value))
         return str(int(value))
-    if name == "PROTO":
-        if value.upper() not in ("SMTP", "ESMTP"):
-            raise ParseError("XCLIENT PROTO must be SMTP or ESMTP, not %r" % value)
+    if name == "PROTO":  # SMTP or ESMTP; XFORWARD allows other protocol names
+        if not value.isalnum():
+            raise ParseError("XCLIENT PROTO %r is not a protocol name such as SMTP or ESMTP" % value)
         return value.upper()
     if name in ("NAME", "HELO") and any(c.isspace() or not c.isprintable() for c in value):
         raise ParseError("XCLIENT %s %r has spaces or control characters" % (name, value))
@@ -132,25 +140,47 @@ class XclientCommands:
         return _known(self.connection.notes.get("xclient", {}), "HELO")
 
     def smtp_xclient(self, rest: str) -> None:
-        if not self.xclient_allowed():
-            self.reply(R.XCLIENT_REFUSED)
+        new = self._client_named("XCLIENT", rest, ATTRIBUTES)
+        if new is None:
             return
-        if self._transaction is not None and self._transaction.sender is not None:
-            self.reply(R.XCLIENT_IN_TRANSACTION)
-            return
-        try:
-            attributes = parse_xclient(rest)
-        except ParseError as exc:
-            self.respond(501, str(exc), status="5.5.4")
-            return
-        old = self.connection
-        self._xclient_peer = self._xclient_peer or old.remote_ip
-        new = client_connection(old, attributes)
-        self.log(LOGINFO, "XCLIENT from %s: client is %s [%s]:%s (was %s [%s]:%s)"
-                 % (self._xclient_peer, new.remote_host, new.remote_ip, new.remote_port,
-                    old.remote_host, old.remote_ip, old.remote_port))
         self.restart(new)
         login = _known(new.notes["xclient"], "LOGIN")
         if login and not self.closed:  # the proxy authenticated the client (Postfix: permit_sasl_authenticated)
             self.auth_user, self.auth_mechanism = login, "XCLIENT"
             new.relay_client = True
+
+    def smtp_xforward(self, rest: str) -> None:
+        new = self._client_named("XFORWARD", rest, XFORWARD_ATTRIBUTES)
+        if new is None:
+            return
+        old = self.connection
+        new.hello, new.hello_host = old.hello, _known(new.notes["xclient"], "HELO") or old.hello_host
+
+        def hello_again() -> None:
+            # The proxy said EHLO for itself; the hooks judge the client's HELO name now.
+            if new.hello and new.hello_host != old.hello_host \
+                    and self.answer(new.hello, self.run_hooks(new.hello, new.hello_host)):
+                return
+            self.reply(R.XFORWARD_OK)
+        self.restart(new, hello_again)
+
+    def _client_named(self, verb: str, rest: str, names: Sequence[str]) -> Optional[Connection]:
+        """The connection ``verb``'s attributes describe, or None once the peer has been told why not."""
+        if not self.xclient_allowed():
+            self.reply(R.XCLIENT_REFUSED, verb=verb)
+            return None
+        if self._transaction is not None and self._transaction.sender is not None:
+            self.reply(R.XCLIENT_IN_TRANSACTION, verb=verb)
+            return None
+        try:
+            attributes = parse_xclient(rest, names, verb)
+        except ParseError as exc:
+            self.respond(501, str(exc), status="5.5.4")
+            return None
+        old = self.connection
+        self._xclient_peer = self._xclient_peer or old.remote_ip
+        new = client_connection(old, attributes)
+        self.log(LOGINFO, "%s from %s: client is %s [%s]:%s (was %s [%s]:%s)"
+                 % (verb, self._xclient_peer, new.remote_host, new.remote_ip, new.remote_port,
+                    old.remote_host, old.remote_ip, old.remote_port))
+        return new

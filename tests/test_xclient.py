@@ -47,11 +47,12 @@ def codes(replies):
     return [(r.code, r.status) if r.code != 220 else 220 for r in replies]
 
 
-def test_ehlo_advertises_xclient_only_to_listed_hosts(smtpd):
+def test_ehlo_advertises_xclient_and_xforward_only_to_listed_hosts(smtpd):
     proxy = TestSession(smtpd, remote_ip=PROXY)
-    assert "XCLIENT NAME ADDR PORT PROTO HELO LOGIN" in proxy.command("EHLO proxy.test")[-1].lines
+    lines = proxy.command("EHLO proxy.test")[-1].lines
+    assert "XCLIENT NAME ADDR PORT PROTO HELO LOGIN" in lines and "XFORWARD NAME ADDR PORT PROTO HELO" in lines
     other = TestSession(smtpd, remote_ip="192.0.2.99")
-    assert not [line for line in other.command("EHLO other.test")[-1].lines if "XCLIENT" in line]
+    assert not [line for line in other.command("EHLO other.test")[-1].lines if line.startswith("X")]
 
 
 def test_every_attribute_replaces_the_connection_and_connect_runs_again(smtpd):
@@ -92,26 +93,28 @@ def test_ehlo_is_needed_again_and_the_transaction_is_gone(smtpd):
     assert s.send_message("a@b.test", ["x@example.com"], "Subject: hi\n\nhi\n")[-1].code == 250
 
 
-def test_refused_from_an_unlisted_host(smtpd):
+@pytest.mark.parametrize("verb", ["XCLIENT", "XFORWARD"])
+def test_refused_from_an_unlisted_host(smtpd, verb):
     s = TestSession(smtpd, remote_ip="192.0.2.99")
     s.command("EHLO x.test")
-    [reply] = s.command("XCLIENT ADDR=198.51.100.7")
+    [reply] = s.command(verb + " ADDR=198.51.100.7")
     assert (reply.code, reply.status) == (550, "5.7.0")
     assert s.connection.remote_ip == "192.0.2.99"
 
 
-def test_refused_inside_a_transaction(smtpd):
+@pytest.mark.parametrize("verb", ["XCLIENT", "XFORWARD"])
+def test_refused_inside_a_transaction(smtpd, verb):
     s = TestSession(smtpd, remote_ip=PROXY)
     s.command("EHLO x.test")
     s.command("MAIL FROM:<a@b.test>")
-    [reply] = s.command("XCLIENT ADDR=198.51.100.7")
+    [reply] = s.command(verb + " ADDR=198.51.100.7")
     assert (reply.code, reply.status) == (503, "5.5.1")
     assert s.connection.remote_ip == PROXY and s.transaction.sender is not None
 
 
 def test_ipv6_address_and_proxy(smtpd):
     s = TestSession(smtpd, remote_ip="2001:db8::25")
-    assert "XCLIENT" in s.command("EHLO x.test")[-1].lines[-1]
+    assert "XCLIENT NAME ADDR PORT PROTO HELO LOGIN" in s.command("EHLO x.test")[-1].lines
     assert [r.code for r in s.command("XCLIENT ADDR=IPV6:2001:DB8:0:0::7 NAME=[UNAVAILABLE]")] == [220]
     assert (s.connection.remote_ip, s.connection.remote_host) == ("2001:db8::7", "[2001:db8::7]")
     assert seen(smtpd)[-1][1] == "2001:db8::7"
@@ -137,7 +140,7 @@ def test_unavailable_and_tempunavail(smtpd):
 
 
 @pytest.mark.parametrize("line", ["ADDR=999.1.1.1", "ADDR=2001:db8::1", "ADDR=IPV6:192.0.2.1", "PORT=70000",
-                                  "PROTO=UUCP", "COLOR=blue", "NAME", "", "NAME=a+zz", "HELO=a+20b",
+                                  "PROTO=SM-TP", "COLOR=blue", "NAME", "", "NAME=a+zz", "HELO=a+20b",
                                   "NAME=" + "a" * 256])
 def test_bad_attributes_get_501_and_change_nothing(smtpd, line):
     s = TestSession(smtpd, remote_ip=PROXY)
@@ -153,3 +156,28 @@ def test_xtext_decoding():
     for bad in ("a+", "a+G0", "a=b", "+FF"):
         with pytest.raises(ParseError):
             decode_xtext(bad)
+
+
+def test_xforward_renames_the_client_reruns_connect_and_helo_and_keeps_the_ehlo(smtpd):
+    """What Postfix's smtpd_proxy_filter sends: EHLO (its own name), XFORWARD, then MAIL straight away."""
+    s = TestSession(smtpd, remote_ip=PROXY)
+    s.command("EHLO postfix.test")
+    [reply] = s.command("XFORWARD NAME=[UNAVAILABLE] ADDR=198.51.100.7 PORT=4711 HELO=client.test PROTO=ESMTP "
+                        "IDENT=4AbC SOURCE=REMOTE")
+    assert (reply.code, reply.status) == (250, "2.0.0")
+    c = s.connection
+    assert (c.remote_ip, c.remote_port, c.remote_host, c.hello, c.hello_host) == \
+        ("198.51.100.7", 4711, "[198.51.100.7]", "ehlo", "client.test")
+    assert seen(smtpd)[-2:] == [("connect", "198.51.100.7", 4711, "[198.51.100.7]", "127.0.0.1", 25, False),
+                                ("ehlo", "client.test", "198.51.100.7")]
+    assert c.relay_client
+    assert s.send_message("a@b.test", ["x@elsewhere.test"], "Subject: hi\n\nhi\n")[-1].code == 250
+
+
+def test_xforward_with_bad_attributes(smtpd):
+    s = TestSession(smtpd, remote_ip=PROXY)
+    s.command("EHLO postfix.test")
+    for line in ("LOGIN=alice", "ADDR=nowhere", "NAME"):
+        [reply] = s.command("XFORWARD " + line)
+        assert (reply.code, reply.status) == (501, "5.5.4")
+    assert s.connection.remote_ip == PROXY
