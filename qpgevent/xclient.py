@@ -19,11 +19,10 @@ Attributes a command leaves out keep the values the last one gave, so a proxy
 may split them over several commands.  Mixed into ``Session``; no I/O.
 """
 import ipaddress
-import re
 from typing import Dict, Optional, Sequence
 
 from . import replies as R
-from .command import ParseError
+from .command import ParseError, decode_xtext
 from .connection import Connection
 from .constants import LOGINFO
 from .netlist import ip_in
@@ -33,19 +32,7 @@ XFORWARD_ATTRIBUTES = ("NAME", "ADDR", "PORT", "PROTO", "HELO", "IDENT", "SOURCE
 EHLO_KEYWORDS = ("XCLIENT NAME ADDR PORT PROTO HELO LOGIN", "XFORWARD NAME ADDR PORT PROTO HELO")
 UNAVAILABLE = ("[UNAVAILABLE]", "[TEMPUNAVAIL]")  # the proxy does not know (TEMPUNAVAIL: not now)
 MAX_VALUE = 255  # Postfix's limit for NAME and HELO; longer values of any attribute are refused
-_XTEXT = re.compile(r"(?:[!-*,-<>-~]|\+[0-9A-Fa-f]{2})*\Z")
 _TRANSPORT_NOTES = ("smtps", "tls_enabled", "tls_version", "tls_cipher", "tls_peer_certificate", "tls_via_proxy")
-
-
-def decode_xtext(text: str) -> str:
-    """RFC 3461 xtext (``+XX`` for a byte outside ``!``..``~`` or ``+``/``=``) -> the text."""
-    if not _XTEXT.match(text):
-        raise ParseError("XCLIENT value %r is not xtext" % text[:40])
-    raw = re.sub(r"\+([0-9A-Fa-f]{2})", lambda m: "%c" % int(m.group(1), 16), text)
-    try:
-        return raw.encode("latin-1").decode("utf-8")
-    except UnicodeDecodeError:
-        raise ParseError("XCLIENT value %r is not UTF-8" % text[:40]) from None
 
 
 def parse_xclient(line: str, names: Sequence[str] = ATTRIBUTES, verb: str = "XCLIENT") -> Dict[str, str]:
@@ -57,16 +44,19 @@ def parse_xclient(line: str, names: Sequence[str] = ATTRIBUTES, verb: str = "XCL
         if not eq or name not in names:
             raise ParseError("Bad %s attribute %r: say NAME=VALUE with NAME one of %s"
                              % (verb, word[:40], " ".join(names)))
-        value = decode_xtext(value)
+        try:
+            value = decode_xtext(value)
+        except ValueError:
+            raise ParseError("%s %s value %r is not UTF-8 xtext" % (verb, name, value[:40])) from None
         if not value or len(value) > MAX_VALUE:
-            raise ParseError("XCLIENT %s must be 1 to %d characters" % (name, MAX_VALUE))
+            raise ParseError("%s must be 1 to %d characters" % (name, MAX_VALUE))
         if value.upper() in UNAVAILABLE:
             value = value.upper()
         else:
             value = _check(name, value)
         attributes[name] = value
     if not attributes:
-        raise ParseError("XCLIENT needs at least one attribute")
+        raise ParseError("%s needs at least one attribute" % verb)
     return attributes
 
 
@@ -79,18 +69,18 @@ def _check(name: str, value: str) -> str:
         except ValueError:
             address = None
         if address is None or (address.version == 6) != (text is not value) or "%" in text:
-            raise ParseError("XCLIENT %s %r is neither an IPv4 address nor IPV6: and an IPv6 address" % (name, value))
+            raise ParseError("%s %r is neither an IPv4 address nor IPV6: and an IPv6 address" % (name, value))
         return str(address)
     if name in ("PORT", "DESTPORT"):
         if not value.isdigit() or int(value) > 65535:
-            raise ParseError("XCLIENT %s %r is not a port number" % (name, value))
+            raise ParseError("%s %r is not a port number" % (name, value))
         return str(int(value))
     if name == "PROTO":  # SMTP or ESMTP; XFORWARD allows other protocol names
         if not value.isalnum():
-            raise ParseError("XCLIENT PROTO %r is not a protocol name such as SMTP or ESMTP" % value)
+            raise ParseError("PROTO %r is not a protocol name such as SMTP or ESMTP" % value)
         return value.upper()
     if name in ("NAME", "HELO") and any(c.isspace() or not c.isprintable() for c in value):
-        raise ParseError("XCLIENT %s %r has spaces or control characters" % (name, value))
+        raise ParseError("%s %r has spaces or control characters" % (name, value))
     return value
 
 
