@@ -116,7 +116,7 @@ def client_connection(old: Connection, given: Dict[str, str]) -> Connection:
 
 
 class XclientCommands:
-    """The XCLIENT verb, mixed into ``Session``."""
+    """The XCLIENT and XFORWARD verbs, mixed into ``Session``."""
 
     _xclient_peer: Optional[str] = None  # the proxy's own address, once it has renamed the client
 
@@ -147,9 +147,8 @@ class XclientCommands:
         new.hello, new.hello_host = old.hello, _known(new.notes["xclient"], "HELO") or old.hello_host
 
         def hello_again() -> None:
-            # The proxy said EHLO for itself; the hooks judge the client's HELO name now.
-            if new.hello and new.hello_host != old.hello_host \
-                    and self.answer(new.hello, self.run_hooks(new.hello, new.hello_host)):
+            # The proxy said EHLO for itself; the hooks judge the client (and its HELO name) now.
+            if new.hello and self.answer(new.hello, self.run_hooks(new.hello, new.hello_host)):
                 return
             self.reply(R.XFORWARD_OK)
         self.restart(new, hello_again)
