@@ -61,8 +61,16 @@ def parse_words(line: str) -> List[str]:
 
 # RFC 3461 DSN parameters.
 _XTEXT = re.compile(r"(?:[!-*,-<>-~]|\+[0-9A-F]{2})*\Z")
+_XTEXT_HEX = re.compile(r"\+([0-9A-F]{2})")
 _ADDR_TYPE = re.compile(r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+\Z")
 _NOTIFY = {"SUCCESS", "FAILURE", "DELAY"}
+
+
+def decode_xtext(text: str) -> str:
+    """RFC 3461 xtext (``+XX`` for ``+``, ``=`` and bytes outside ``!``..``~``) -> the UTF-8 text; ValueError if not."""
+    if not _XTEXT.match(text):
+        raise ValueError("not xtext: %r" % text)
+    return _XTEXT_HEX.sub(lambda m: "%c" % int(m.group(1), 16), text).encode("latin-1").decode("utf-8")
 
 
 def check_dsn_mail(params: Dict[str, Optional[str]]) -> Dict[str, str]:

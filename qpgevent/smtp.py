@@ -28,6 +28,7 @@ from .modes import COMMAND, MAX_AUTH_LINE, DataStream
 from .outcomes import outcome
 from .replies import Reply, format_reply, match_class, split_lines, status_for
 from .transaction import PendingTransaction, Transaction
+from .xclient import EHLO_KEYWORDS as XCLIENT_KEYWORDS, XclientCommands
 
 MAX_COMMAND_LINE = 512  # RFC 5321 4.5.3.1.4, CRLF included
 MAX_QUEUED_REPLIES = 100  # replies held before they are written, however many commands one read brought
@@ -35,11 +36,11 @@ _VERB = re.compile(r"\w{1,12}\Z")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
-class Session(AuthCommands, ChunkingCommands):
+class Session(AuthCommands, ChunkingCommands, XclientCommands):
     """The state of one client conversation, driven by the server or by tests.
 
     One method per verb (``smtp_<verb>``); AUTH (``auth.py``) and BDAT
-    (``chunking.py``) are mixed in from their own modules.  What the next
+    (``chunking.py``) and XCLIENT (``xclient.py``) are mixed in from their own modules.  What the next
     input is (a command, message data, a BDAT chunk, an AUTH answer) is the
     one ``mode`` object (``modes.py``); what a hook's return code makes the
     session answer is the one table of ``outcomes.py``.
@@ -75,6 +76,7 @@ class Session(AuthCommands, ChunkingCommands):
         self.messages = self.messages_accepted = 0
         self._last_reply: Optional[bytes] = None
         self.ended_by: Optional[str] = None
+        self._pre_connection: Dict[str, Any] = {}  # what start() was given: XCLIENT starts again with it
 
     def __repr__(self) -> str:
         return "<Session %s>" % self.connection.id
@@ -86,19 +88,42 @@ class Session(AuthCommands, ChunkingCommands):
         ``pre_connection`` holds what the server knows before the session
         (``max_conn_ip``, ``child_addrs``); it reaches the hook as keywords.
         """
+        self._pre_connection = pre_connection
+        self._connect(self._greet)
+
+    def _greet(self) -> None:
+        self.respond(220, self.greeting(), status=None)
+
+    def _connect(self, then: Callable[[], None]) -> None:
+        """The ``pre-connection`` and ``connect`` hooks; ``then`` answers the client when neither refused."""
         connection = self.connection
         params = dict(remote_ip=connection.remote_ip, remote_port=connection.remote_port,
-                      local_ip=connection.local_ip, local_port=connection.local_port, **pre_connection)
+                      local_ip=connection.local_ip, local_port=connection.local_port, **self._pre_connection)
         try:
             self.answer("pre-connection", self.run_hooks("pre-connection", params=params))
             if not self.answer("connect", self.run_hooks("connect")):
-                self.respond(220, self.greeting(), status=None)
+                then()
         except PluginFailure:
             self.reply(R.PLUGIN_FAILED_DISCONNECT)
             self.disconnect()
         except Disconnect:
             self.disconnect()
         self.flush()
+
+    def restart(self, connection: Connection, then: Optional[Callable[[], None]] = None) -> None:
+        """Begin again as if ``connection``'s client had just connected (XCLIENT, XFORWARD).
+
+        The transaction and AUTH of the proxy's part of the session are
+        forgotten; the ``pre-connection`` and ``connect`` hooks run for the new
+        client, then ``then`` answers (by default the 220 greeting).  The
+        disconnect hooks do not run: the TCP connection goes on.
+        """
+        self.end_transaction()
+        self.connection = connection
+        self.auth_user = self.auth_mechanism = None
+        self.auth_failures = 0
+        self._relay_before_auth = False
+        self._connect(then or self._greet)
 
     def feed(self, data: bytes) -> None:
         """Process what the client sent; reply to every complete command in order.
@@ -425,7 +450,7 @@ class Session(AuthCommands, ChunkingCommands):
         if self.connection.hello:
             self.reply(R.HELO_AGAIN)
             return
-        host = words[0]
+        host = self.xclient_helo() or words[0]
         if self.answer(verb, self.run_hooks(verb, host, *words[1:])):
             return
         self.connection.hello = verb
@@ -449,6 +474,8 @@ class Session(AuthCommands, ChunkingCommands):
         keywords.extend(self.connection.notes.get("capabilities", ()))
         if self._auth_offered():
             keywords.append("AUTH " + " ".join(self.auth_mechanisms()))
+        if self.xclient_allowed():
+            keywords.extend(XCLIENT_KEYWORDS)
         return keywords
 
     def databytes(self) -> int:

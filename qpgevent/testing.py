@@ -224,8 +224,8 @@ class TestSession:
                  local_port: int = 25, greet: bool = True, sock: Optional[socket.socket] = None) -> None:
         self.smtpd = smtpd
         self.transport = MemoryTransport()
-        self.connection = Connection(remote_ip, 40000, "127.0.0.1", local_port, remote_host=remote_host)
-        self.session = Session(smtpd, self.transport, self.connection)
+        connection = Connection(remote_ip, 40000, "127.0.0.1", local_port, remote_host=remote_host)
+        self.session = Session(smtpd, self.transport, connection)
         self.session.socket = sock  # for plugins that select() on the client socket
         self.logged: List[tuple] = []
         self.greeting: List[Reply] = []
@@ -241,6 +241,11 @@ class TestSession:
     @property
     def transaction(self):
         return self.session.transaction
+
+    @property
+    def connection(self) -> Connection:
+        """The session's connection: XCLIENT replaces it."""
+        return self.session.connection
 
     @property
     def closed(self) -> bool:

@@ -40,7 +40,8 @@ MAX_RCPT = 3
 COMMAND_LIMIT = 512  # RFC 5321 4.5.3.1.4
 AUTH_LIMIT = 12288  # RFC 4954 4
 DATA_LINE_LIMIT = 1000  # RFC 5321 4.5.3.1.6, CRLF included, transparency dot not; only in strict mode
-VERBS = {"auth", "bdat", "data", "ehlo", "helo", "help", "mail", "noop", "quit", "rcpt", "rset", "vrfy"}
+VERBS = {"auth", "bdat", "data", "ehlo", "helo", "help", "mail", "noop", "quit", "rcpt", "rset", "vrfy", "xclient",
+         "xforward"}
 NO_STATUS = {220, 354, 334}  # RFC 2034 3: no enhanced status on these (and on EHLO/HELO's 250)
 
 _CANONICAL_MAIL = re.compile(r"MAIL FROM:<[a-z0-9]+@[a-z0-9]+\.test>((?: (?:SIZE=\d{1,6}|BODY=(?:7BIT|8BITMIME|BINARYMIME)"
@@ -163,6 +164,12 @@ class Model:
 
     def verb_ehlo(self, line, rest, data, position):
         return self.verb_helo(line, rest, data, position, "ehlo")
+
+    def verb_xclient(self, line, rest, data, position):
+        self.expect(550, "5.7.0")  # the fuzzed server lists no xclient_hosts: nobody may rename the client
+        return position
+
+    verb_xforward = verb_xclient
 
     def verb_mail(self, line, rest, data, position):
         if not self.hello or self.sender:
