@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from .connection import Connection
 from .plugin import Plugin
@@ -175,6 +175,15 @@ class QueueCapture:
                                [dict(r.notes.get("dsn", {})) for r in transaction.recipients]))
         self.spooled.append(transaction.body_fh is not None)
         return OK
+
+
+def capturing_session(tmp_path: Union[str, Path], plugins: Sequence[str], config: Optional[Dict[str, Any]] = None,
+                      remote_ip: str = "127.0.0.1") -> Tuple["TestSession", QueueCapture]:
+    """A TestSession on a fresh daemon whose queue is a QueueCapture: (session, capture)."""
+    session = TestSession(make_smtpd(tmp_path, plugins=plugins, config=config), remote_ip=remote_ip)
+    capture = QueueCapture()
+    session.mock_hook("queue", capture)
+    return session, capture
 
 
 def accept_all(plugin: Any, transaction: Any, *args: Any, **params: Any) -> int:

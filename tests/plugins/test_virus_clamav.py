@@ -7,7 +7,7 @@ import pytest
 
 from daemons.scanners import VIRUS_NAME, VIRUS_WORD, start_clamd
 from qpgevent.errors import ConfigError
-from qpgevent.testing import QueueCapture, TestSession, make_smtpd
+from qpgevent.testing import capturing_session, make_smtpd
 
 CONFIG = {"rcpthosts": ["example.com"]}
 CLAMDSCAN = shutil.which("clamdscan")
@@ -23,11 +23,7 @@ def clamd_conf():
 
 
 def session_for(tmp_path, line):
-    smtpd = make_smtpd(tmp_path, plugins=[line, "rcpt_ok"], config=CONFIG)
-    session = TestSession(smtpd, remote_ip="192.0.2.9")
-    capture = QueueCapture()
-    session.mock_hook("queue", capture)
-    return session, capture
+    return capturing_session(tmp_path, [line, "rcpt_ok"], CONFIG, remote_ip="192.0.2.9")
 
 
 def message(word="nothing special"):

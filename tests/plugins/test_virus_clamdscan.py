@@ -8,7 +8,7 @@ import pytest
 from daemons.scanners import VIRUS_NAME, VIRUS_WORD, closed_port, silent_server, start_clamd
 from qpgevent import clamd
 from qpgevent.scanning import ScanError
-from qpgevent.testing import QueueCapture, TestSession, make_smtpd
+from qpgevent.testing import capturing_session
 
 CONFIG = {"rcpthosts": ["example.com"]}
 
@@ -26,11 +26,7 @@ def message(word="nothing special", extra="", body_extra=""):
 
 
 def session_for(tmp_path, line):
-    smtpd = make_smtpd(tmp_path, plugins=[line, "rcpt_ok"], config=CONFIG)
-    session = TestSession(smtpd, remote_ip="192.0.2.9")
-    capture = QueueCapture()
-    session.mock_hook("queue", capture)
-    return session, capture
+    return capturing_session(tmp_path, [line, "rcpt_ok"], CONFIG, remote_ip="192.0.2.9")
 
 
 def send(session, text):
