@@ -163,11 +163,16 @@ def report(runs: List[dict]) -> str:
                 lines.append("| %s / %s | %d KB | %.2f | %.2f |" % (
                     filters, core, size // 1024, statistics.median(map(cpu_ms, b)) / statistics.median(map(cpu_ms, a)),
                     statistics.median(r["rate"] for r in b) / statistics.median(r["rate"] for r in a)))
+    return "\n".join(lines + failures(runs))
+
+
+def failures(runs: List[dict]) -> List[str]:
+    """Report lines naming every run that did not finish (none when all did)."""
     failed = [r for r in runs if r["rc"]]
-    if failed:
-        lines += ["", "%d failed runs: " % len(failed) + "; ".join(
-            "rep %d %s rc=%d %s" % (r["rep"], r["server"], r["rc"], r["err"][:80]) for r in failed)]
-    return "\n".join(lines)
+    if not failed:
+        return []
+    return ["", "%d failed runs: " % len(failed) + "; ".join(
+        "rep %d %s %d B rc=%d %s" % (r["rep"], r["server"], r["size"], r["rc"], r["err"][:80]) for r in failed)]
 
 
 def main() -> None:

@@ -43,7 +43,8 @@ from typing import List
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import filters  # noqa: E402
-from filters import CHAIN, DOMAIN, DNSServer, bench_peers, cpu_ms, log, signed_messages, start_servers, zones  # noqa: E402
+from filters import (CHAIN, DOMAIN, DNSServer, cpu_ms, failures, log, signed_messages,  # noqa: E402
+                     start_servers, zones)
 
 RUN = Path(os.environ.get("PEERS_RUN_DIR") or Path(os.environ.get("TMPDIR", "/tmp")) / "qpgevent-peers")
 
@@ -230,11 +231,7 @@ def report(runs: List[dict]) -> str:
                     lines.append("| %s | %s | %d KB | %.1f | %.1f |" % (
                         mine, peer, size // 1024, med[peer, size][0] / med[mine, size][0],
                         med[mine, size][1] / med[peer, size][1]))
-    failed = [r for r in runs if r["rc"]]
-    if failed:
-        lines += ["", "%d failed runs: " % len(failed) + "; ".join(
-            "rep %d %s %d B rc=%d %s" % (r["rep"], r["server"], r["size"], r["rc"], r["err"][:80]) for r in failed)]
-    return "\n".join(lines)
+    return "\n".join(lines + failures(runs))
 
 
 def main() -> None:
