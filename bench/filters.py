@@ -20,10 +20,11 @@ one connection per message.  tests/dnsserver.py answers on 127.0.0.1 from
 zones this script writes (blocklists that list nothing, the sender's records,
 PTR and A for 127.0.0.1), in this process: its CPU time is reported apart from
 the servers'.  Server CPU comes from /proc over each server's process tree
-(``../shared/bench/peers/bench_peers.py``).  Writes bench/results/filters-<stamp>.{md,jsonl}.
+(bench/procfs.py, reaped children included).  Writes bench/results/filters-<stamp>.{md,jsonl}.
 """
 import argparse
 import base64
+import ipaddress
 import json
 import os
 import signal
@@ -39,29 +40,35 @@ from typing import Dict, List
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path[:0] = [str(HERE), str(ROOT / "tests")]
-from ab import PEERS, cpu_ms, log  # noqa: E402
+from ab import cpu_ms, log  # noqa: E402
 from dnsserver import DNSServer, zone_text  # noqa: E402
+from procfs import tree_cpu_seconds  # noqa: E402
 from server import BenchServer  # noqa: E402
 
-sys.path.insert(0, str(PEERS))
-import bench_peers  # noqa: E402
-
-DOMAIN = "bench-sender.test"
+# a domain under a public suffix: Mail::DMARC (qpsmtpd's dmarc, in bench/race.py) refuses .test and .example;
+# every resolver in the runs asks the local DNS server only, so the name never reaches the Internet
+DOMAIN = "bench-sender.org"
 CHAIN = ["fcrdns", "dnsbl", "rhsbl", "helo policy strict reject 0", "resolvable_fromhost",
          "sender_permitted_from", "dkim", "dmarc", "headers require From,Date", "bogus_bounce log",
          "virus/klez_filter", "naughty", "rcpt_ok", "queue/discard"]
 
 
-def zones(public_key: str) -> Dict[str, str]:
-    """Zone texts: the sender's domain, 127.0.0.1's reverse name, and blocklists that list nothing."""
-    return {origin: zone_text(records) for origin, records in {
-        DOMAIN + ".": ["@ IN A 127.0.0.1", "@ IN MX 10 mx.%s." % DOMAIN, "mx IN A 127.0.0.1",
-                       '@ IN TXT "v=spf1 ip4:127.0.0.1 -all"', '_dmarc IN TXT "v=DMARC1; p=reject"',
+TEST_POINT_IP = ["2.0.0.127 IN A 127.0.0.2", '2.0.0.127 IN TXT "RFC 5782 test point"']
+
+
+def zones(public_key: str, ttl: int = 300, client: str = "127.0.0.1") -> Dict[str, str]:
+    """Zone texts: the sender's domain, the ``client`` address's reverse name, and blocklists that list nothing but
+    RFC 5782's test points (Haraka's dns-list disables a zone that does not list 127.0.0.2); every
+    answer, negative ones too, may be cached ``ttl`` seconds."""
+    return {origin: zone_text(records, ttl) for origin, records in {
+        DOMAIN + ".": ["@ IN A %s" % client, "@ IN MX 10 mx.%s." % DOMAIN, "mx IN A %s" % client,
+                       '@ IN TXT "v=spf1 ip4:%s -all"' % client, '_dmarc IN TXT "v=DMARC1; p=reject"',
                        # a 2048-bit key is longer than one TXT string (255 octets): several strings, joined
                        "bench._domainkey IN TXT %s" % " ".join(
                            '"%s"' % part for part in _chunks("v=DKIM1; k=rsa; p=" + public_key, 250))],
-        "1.0.0.127.in-addr.arpa.": ["@ IN PTR mx.%s." % DOMAIN],
-        "dnsbl-one.bench.": [], "dnsbl-two.bench.": [], "rhsbl.bench.": [],
+        ipaddress.ip_address(client).reverse_pointer + ".": ["@ IN PTR mx.%s." % DOMAIN],
+        "dnsbl-one.bench.": TEST_POINT_IP, "dnsbl-two.bench.": TEST_POINT_IP,
+        "rhsbl.bench.": ["test IN A 127.0.0.2"],
     }.items()}
 
 
@@ -95,28 +102,31 @@ def signed_messages(sizes: List[int], work: Path) -> (Dict[int, Path], str):
     return files, public
 
 
+def start_server(work: Path, name: str, plugins: List[str], dns_server: str, workers: int = 0,
+                 **config: object) -> BenchServer:
+    """One qpgevent server called ``name`` (its directory under ``work``), asking ``dns_server`` (HOST:PORT)."""
+    values = {"rcpthosts": "example.com", "me": "bench.localhost", "loglevel": "4", "dns_servers": dns_server,
+              "dnsbl_zones": ["dnsbl-one.bench", "dnsbl-two.bench"], "rhsbl_zones": "rhsbl.bench", **config}
+    extra = ["--workers", str(workers)] if workers else []
+    server = BenchServer(work / name, plugins, values, ["-H", "-c", "20000", *extra])
+    server.name = name
+    server.start(settle=1.0 if workers else 0.0)
+    log("started %s on %s:%d PID %d" % (name, *server.address, server.process.pid))
+    return server
+
+
 def start_servers(work: Path, dns_port: int, workers: int) -> List[BenchServer]:
     """core and filters, one process each, and with ``workers`` workers unless 0."""
-    config = {"rcpthosts": "example.com", "me": "bench.localhost", "loglevel": "4",
-              "dns_servers": "127.0.0.1:%d" % dns_port, "dnsbl_zones": ["dnsbl-one.bench", "dnsbl-two.bench"],
-              "rhsbl_zones": "rhsbl.bench"}
-    variants = [("1p", [])] + ([("w%d" % workers, ["--workers", str(workers)])] if workers else [])
-    servers = []
-    for variant, extra in variants:
-        for kind, plugins in (("core", ["rcpt_ok", "queue/discard"]), ("filters", CHAIN)):
-            server = BenchServer(work / ("%s-%s" % (kind, variant)), plugins, config, ["-H", "-c", "20000", *extra])
-            server.name = "%s-%s" % (kind, variant)
-            servers.append(server)
-            server.start(settle=1.0 if extra else 0.0)
-            log("started %s on %s:%d PID %d" % (server.name, *server.address, server.process.pid))
-    return servers
+    return [start_server(work, "%s-%s" % (kind, "w%d" % n if n else "1p"), plugins, "127.0.0.1:%d" % dns_port, n)
+            for n in [0] + ([workers] if workers else [])
+            for kind, plugins in (("core", ["rcpt_ok", "queue/discard"]), ("filters", CHAIN))]
 
 
 def load(server: BenchServer, message: Path, conc: int, msgs: int) -> dict:
     """One smtp-source -F run; server CPU over its process tree, this process's CPU (the DNS server) apart."""
     command = ["smtp-source", "-s", str(conc), "-m", str(msgs), "-F", str(message), "-M", "mx.%s" % DOMAIN,
                "-f", "bench@%s" % DOMAIN, "-t", "b@example.com", "%s:%d" % server.address]
-    cpu0, dns0, wall0 = bench_peers.tree_cpu(server.process.pid), time.process_time(), time.monotonic()
+    cpu0, dns0, wall0 = tree_cpu_seconds(server.process.pid), time.process_time(), time.monotonic()
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=300)
         rc, err = done.returncode, done.stderr.strip()[-300:]
@@ -124,7 +134,7 @@ def load(server: BenchServer, message: Path, conc: int, msgs: int) -> dict:
         rc, err = 124, "timeout"
     wall = time.monotonic() - wall0
     return {"server": server.name, "msgs": msgs, "conc": conc, "wall": wall, "rc": rc, "err": err,
-            "server_cpu": bench_peers.tree_cpu(server.process.pid) - cpu0, "dns_cpu": time.process_time() - dns0,
+            "server_cpu": tree_cpu_seconds(server.process.pid) - cpu0, "dns_cpu": time.process_time() - dns0,
             "rate": msgs / wall if rc == 0 else None}
 
 

@@ -27,18 +27,19 @@ UDP_LIMIT = 512
 
 
 class DNSServer:
-    """Serve ``zones`` ({origin: zone file text}) on 127.0.0.1:``port`` (UDP and TCP, a free port when 0)."""
+    """Serve ``zones`` ({origin: zone file text}) on ``host``:``port`` (UDP and TCP, a free port when 0)."""
 
-    def __init__(self, zones: Dict[str, str], port: int = 0) -> None:
+    def __init__(self, zones: Dict[str, str], port: int = 0, host: str = "127.0.0.1") -> None:
+        self.host = host
         self.zones = [dns.zone.from_text(text, origin, relativize=False) for origin, text in zones.items()]
         self.delay: Dict[str, float] = {}  # name suffix -> seconds to wait before answering
         self.servfail: set = set()  # names answered SERVFAIL
         self.queries: Counter = Counter()  # (name, type) -> questions received
         self._lock = threading.Lock()
         handler = self._handler()
-        self._udp = socketserver.ThreadingUDPServer(("127.0.0.1", port), handler.udp)
+        self._udp = socketserver.ThreadingUDPServer((host, port), handler.udp)
         self.port = self._udp.server_address[1]
-        self._tcp = socketserver.ThreadingTCPServer(("127.0.0.1", self.port), handler.tcp, bind_and_activate=False)
+        self._tcp = socketserver.ThreadingTCPServer((host, self.port), handler.tcp, bind_and_activate=False)
         self._tcp.allow_reuse_address = True
         self._tcp.server_bind()
         self._tcp.server_activate()
@@ -48,7 +49,7 @@ class DNSServer:
 
     @property
     def address(self) -> Tuple[str, int]:
-        return "127.0.0.1", self.port
+        return self.host, self.port
 
     def add_zone(self, origin: str, records: Iterable[str]) -> None:
         """Serve one more zone from now on (a test's own records under an origin no other test uses)."""
@@ -156,6 +157,7 @@ def _rrset(name: dns.name.Name, rdataset: dns.rdataset.Rdataset) -> dns.rrset.RR
 
 
 def zone_text(records: Iterable[str], ttl: int = 300) -> str:
-    """Zone file text: an SOA (negative answers cached ``ttl`` seconds) and NS, then ``records``."""
-    return "\n".join(["@ %d IN SOA ns.test. hostmaster.test. 1 3600 600 86400 %d" % (ttl, ttl),
+    """Zone file text: records without a TTL of their own get ``ttl`` (``$TTL``: NSD and BIND do not carry the
+    last TTL on as dnspython does), negative answers are cached as long (the SOA), then NS and ``records``."""
+    return "\n".join(["$TTL %d" % ttl, "@ %d IN SOA ns.test. hostmaster.test. 1 3600 600 86400 %d" % (ttl, ttl),
                       "@ %d IN NS ns.test." % ttl, *records]) + "\n"
