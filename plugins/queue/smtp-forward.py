@@ -56,8 +56,9 @@ What the client hears when the hand-off fails:
 * the next hop cannot be reached, the connection breaks, a wait runs out, TLS
   or AUTH fails, or it answers 4xx: ``451`` (nothing is lost: the client keeps
   the message and tries again);
-* it refuses the sender, every recipient, or the message with 5xx: ``554``
-  with its enhanced status code and text;
+* it refuses the sender, every recipient, or the message with 5xx: ``552``
+  (what qpsmtpd answers a queue plugin's DENY with, as our other queue plugins
+  do) with its enhanced status code and text;
 * it refuses some recipients temporarily: ``451`` for the whole message (the
   others are not sent either, so the retry duplicates nothing);
 * it refuses some recipients permanently and accepts others: the message goes
@@ -80,10 +81,10 @@ is true for every recipient.
 Extensions are passed on when the next hop offers them: the DSN parameters
 (``RET``, ``ENVID``, ``NOTIFY``, ``ORCPT``; so this plugin declares ``DSN``),
 ``SMTPUTF8`` and ``BODY=8BITMIME``/``BINARYMIME``.  When it does not: a
-message that needs SMTPUTF8 (a non-ASCII address or header) gets ``554
-5.6.7``; 8-bit octets declared ``BODY=8BITMIME`` get ``554 5.6.3``, as does a
+message that needs SMTPUTF8 (a non-ASCII address or header) gets ``552
+5.6.7``; 8-bit octets declared ``BODY=8BITMIME`` get ``552 5.6.3``, as does a
 binary message (no conversion is done); ``NOTIFY=SUCCESS`` or ``NEVER``,
-which the next hop would not honour, get ``554 5.3.3``; the other DSN
+which the next hop would not honour, get ``552 5.3.3``; the other DSN
 parameters are dropped (the next hop sends failure notices anyway).  A message
 that only declared SMTPUTF8 or 8BITMIME but is ASCII goes without them.
 
@@ -94,7 +95,7 @@ hand-off cut short answers ``451`` and drops the connection.
 
 Differences from qpsmtpd: the ini file, STARTTLS, AUTH, the pool,
 per-recipient results and extensions are ours; qpsmtpd's plugin reports every
-failure as ``451``, we pass a permanent refusal on as ``554``.  XCLIENT
+failure as ``451`` (it declines), we pass a permanent refusal on as ``552``.  XCLIENT
 values are xtext-encoded, and an IPv6 ``ADDR`` is written ``IPV6:...``, as
 Postfix expects.
 """
@@ -106,6 +107,7 @@ from types import SimpleNamespace
 
 from qpgevent import DECLINED, DENY, DENYSOFT, DONE, LOGERROR, LOGINFO, LOGWARN, OK, arguments
 from qpgevent.address import domain_key
+from qpgevent.replies import QUEUE_DENY
 from qpgevent.smtp_client import Pool, close, send_bdat, send_data, split_reply, xtext
 
 CAPABILITIES = ["DSN"]
@@ -140,6 +142,7 @@ SPEC = ["%s = %s" % (name, check % default) for name, (check, default) in SHARED
 
 _EIGHT_BIT = re.compile(rb"[\x80-\xff]")
 _XCLIENT_LINE = 500  # qpsmtpd's limit for one XCLIENT command's attributes
+PERMANENT = QUEUE_DENY.code  # 552, as the core answers DENY from hook_queue and the other queue plugins do
 
 
 class HandOffFailed(Exception):
@@ -332,19 +335,19 @@ def envelope_options(self, client, transaction):
     body = (requested.get("body") or "").upper()
     if transaction.binary:
         if not (client.has_extn("binarymime") and client.has_extn("chunking")):
-            raise HandOffFailed(554, "5.6.3", "next hop does not take BODY=BINARYMIME, and we do not convert")
+            raise HandOffFailed(PERMANENT, "5.6.3", "next hop does not take BODY=BINARYMIME, and we do not convert")
         mail.append("BODY=BINARYMIME")
     elif body == "8BITMIME":
         if client.has_extn("8bitmime"):
             mail.append("BODY=8BITMIME")
         elif is_eight_bit(transaction):
-            raise HandOffFailed(554, "5.6.3", "next hop does not take 8-bit data (8BITMIME), and we do not convert")
+            raise HandOffFailed(PERMANENT, "5.6.3", "next hop does not take 8-bit data (8BITMIME), and we do not convert")
     if "smtputf8" in requested:
         if client.has_extn("smtputf8"):
             mail.append("SMTPUTF8")
             client.command_encoding = "utf-8"
         elif needs_smtputf8(transaction):
-            raise HandOffFailed(554, "5.6.7", "next hop does not take internationalised mail (SMTPUTF8)")
+            raise HandOffFailed(PERMANENT, "5.6.7", "next hop does not take internationalised mail (SMTPUTF8)")
     if client.has_extn("dsn"):
         mail += ["%s=%s" % (name.upper(), value) for name, value in sorted(transaction.dsn.items())]
         for recipient in transaction.recipients:
@@ -357,7 +360,7 @@ def envelope_options(self, client, transaction):
         for recipient in transaction.recipients:
             notify = set((recipient.notes.get("dsn") or {}).get("notify", ()))
             if notify & {"SUCCESS", "NEVER"}:
-                raise HandOffFailed(554, "5.3.3", "next hop does not take DSN requests, so NOTIFY=%s cannot be "
+                raise HandOffFailed(PERMANENT, "5.3.3", "next hop does not take DSN requests, so NOTIFY=%s cannot be "
                                     "honoured" % ",".join(sorted(notify)))
     return mail, rcpt
 
@@ -368,9 +371,9 @@ def command(client, verb, path, options):
 
 
 def refusal(code, text, what):
-    """HandOffFailed for a next hop's 4xx/5xx: 451 or 554, its enhanced status code, its text."""
+    """HandOffFailed for a next hop's 4xx/5xx: 451 or 552, its enhanced status code, its text."""
     status, detail = split_reply(code, text)
-    ours = 554 if code >= 500 else 451
+    ours = PERMANENT if code >= 500 else 451
     return HandOffFailed(ours, status or "%d.0.0" % (ours // 100),
                          "next hop refused %s: %s (%d)" % (what, detail, code))
 

@@ -233,13 +233,13 @@ def test_tls_verify_off_accepts_any_certificate(forward, postfix):
     assert b"(using TLS" in delivered(postfix, "bob", "any certificate")
 
 
-def test_every_recipient_refused_gives_554_with_the_next_hop_text(forward, postfix):
-    """Postfix refusing the only recipient with 550 5.1.1: our client gets 554 5.1.1 and Postfix's reason."""
+def test_every_recipient_refused_gives_552_with_the_next_hop_text(forward, postfix):
+    """Postfix refusing the only recipient with 550 5.1.1: our client gets 552 5.1.1 and Postfix's reason."""
     server = forward(trusted(postfix))
     with smtplib.SMTP(*server.address, timeout=30) as client:
         with pytest.raises(smtplib.SMTPDataError) as caught:
             client.sendmail("bob@" + DOMAIN, ["refused@" + DOMAIN], message("refused"))
-    assert caught.value.smtp_code == 554
+    assert caught.value.smtp_code == 552
     assert caught.value.smtp_error.startswith(b"5.1.1 next hop refused recipient <refused@%s>: " % DOMAIN.encode())
     assert b"no such user here" in caught.value.smtp_error
 
@@ -268,13 +268,13 @@ def test_a_permanently_refused_recipient_gets_a_report_the_others_the_message(fo
     assert b"Status: 5.1.1" in report and b"Subject: partly" in report
 
 
-def test_a_refused_message_gives_554_with_the_next_hop_text(forward, postfix):
-    """Postfix's body_checks refusing the message after the dot: 554 5.7.1 with its text."""
+def test_a_refused_message_gives_552_with_the_next_hop_text(forward, postfix):
+    """Postfix's body_checks refusing the message after the dot: 552 5.7.1 with its text."""
     server = forward(trusted(postfix))
     with smtplib.SMTP(*server.address, timeout=30) as client:
         with pytest.raises(smtplib.SMTPDataError) as caught:
             client.sendmail("bob@" + DOMAIN, ["alice@" + DOMAIN], message("bad body", "REJECTME please\n"))
-    assert caught.value.smtp_code == 554
+    assert caught.value.smtp_code == 552
     assert caught.value.smtp_error.startswith(b"5.7.1 next hop refused the message: ")
     assert b"this body is not wanted here" in caught.value.smtp_error
 
@@ -376,9 +376,9 @@ def test_smtputf8_is_passed_on(forward, postfix):
 
 
 @pytest.mark.parametrize("sender, options, rcpt_options, body, reply", [
-    ("jos\xe9@" + DOMAIN, ["SMTPUTF8"], [], "plain\n", (554, b"5.6.7")),
-    ("bob@" + DOMAIN, ["BODY=8BITMIME"], [], "caf\xe9\n", (554, b"5.6.3")),
-    ("bob@" + DOMAIN, [], ["NOTIFY=SUCCESS"], "plain\n", (554, b"5.3.3")),
+    ("jos\xe9@" + DOMAIN, ["SMTPUTF8"], [], "plain\n", (552, b"5.6.7")),
+    ("bob@" + DOMAIN, ["BODY=8BITMIME"], [], "caf\xe9\n", (552, b"5.6.3")),
+    ("bob@" + DOMAIN, [], ["NOTIFY=SUCCESS"], "plain\n", (552, b"5.3.3")),
     ("bob@" + DOMAIN, ["BODY=8BITMIME", "SMTPUTF8"], ["NOTIFY=FAILURE"], "plain ascii\n", None),
 ])
 def test_extensions_the_next_hop_lacks(forward, postfix, sender, options, rcpt_options, body, reply):
@@ -460,7 +460,7 @@ def test_binary_message_goes_by_bdat_byte_exact(smarthost, forward):
 
 
 def test_binary_message_to_postfix_is_refused(forward, postfix):
-    """Postfix does not take BINARYMIME, and we do not convert: 554 5.6.3."""
+    """Postfix does not take BINARYMIME, and we do not convert: 552 5.6.3."""
     server = forward(trusted(postfix))
     head_body = b"Subject: binary\r\n\r\nbody\r\n"
     with raw_client(server) as client:
@@ -470,7 +470,7 @@ def test_binary_message_to_postfix_is_refused(forward, postfix):
         client.command("RCPT TO:<alice@%s>" % DOMAIN)
         client.send(b"BDAT %d LAST\r\n" % len(head_body) + head_body)
         reply = client.reply()
-    assert (reply.code, reply.status) == (554, "5.6.3"), reply
+    assert (reply.code, reply.status) == (552, "5.6.3"), reply
 
 
 def test_recipients_for_another_route_wait_for_their_own_transaction(postfix, smarthost, forward):
