@@ -21,7 +21,7 @@ maps); the one section without ``domains`` is the default, in place of the
     starttls = may            # may: when offered; require: 451 without it; no: never
     tls_verify = yes          # check the next hop's certificate and name
     tls_ca_file =             # CA certificates (PEM) to check it with; default: the system's
-    xclient = no              # send XCLIENT NAME/ADDR/PORT/HELO/PROTO when the next hop offers it
+    xclient = no              # send XCLIENT NAME/ADDR/PORT/HELO/PROTO (and LOGIN) when the next hop offers it
     user =                    # AUTH to the next hop with this user and password (only over TLS, unless starttls = no)
     password =
     rcpt_check = no           # ask the next hop about each recipient at our RCPT time
@@ -42,8 +42,10 @@ maps); the one section without ``domains`` is the default, in place of the
 
 The hand-off: connect, EHLO (as config ``me``), STARTTLS when offered (and
 ``starttls`` is not ``no``), XCLIENT with the client's name, address, port,
-HELO and protocol, then EHLO again with the client's HELO name (as qpsmtpd
-does), AUTH; MAIL, one RCPT per recipient, the message streamed from the spool
+HELO and protocol (and ``LOGIN``, the user it authenticated as, when it did:
+Postfix takes it as the SASL user), then EHLO again with the client's HELO
+name (as qpsmtpd does), AUTH; MAIL (with ``SIZE=``, RFC 1870, when the next
+hop offers SIZE), one RCPT per recipient, the message streamed from the spool
 (DATA, or BDAT for ``BODY=BINARYMIME``).  The client hears ``250`` only once
 the next hop has answered ``250`` to the message, with its text (``queued as
 ...``).  The connection then waits in a small per-process pool for the next
@@ -59,6 +61,8 @@ What the client hears when the hand-off fails:
 * it refuses the sender, every recipient, or the message with 5xx: ``552``
   (what qpsmtpd answers a queue plugin's DENY with, as our other queue plugins
   do) with its enhanced status code and text;
+* the message is larger than the ``SIZE`` limit the next hop advertises:
+  ``552 5.3.4`` naming that limit, before anything is sent;
 * it refuses some recipients temporarily: ``451`` for the whole message (the
   others are not sent either, so the retry duplicates nothing);
 * it refuses some recipients permanently and accepts others: the message goes
@@ -94,7 +98,7 @@ Timeouts: every wait is bounded by ``connect_timeout`` or ``timeout``
 hand-off cut short answers ``451`` and drops the connection.
 
 Differences from qpsmtpd: the ini file, STARTTLS, AUTH, the pool,
-per-recipient results and extensions are ours; qpsmtpd's plugin reports every
+per-recipient results, extensions (SIZE too) and XCLIENT ``LOGIN`` are ours; qpsmtpd's plugin reports every
 failure as ``451`` (it declines), we pass a permanent refusal on as ``552``.  XCLIENT
 values are xtext-encoded, and an IPv6 ``ADDR`` is written ``IPV6:...``, as
 Postfix expects.
@@ -221,6 +225,8 @@ def xclient_items(self):
              "PORT": str(connection.remote_port or "[UNAVAILABLE]"), "HELO": connection.hello_host or "[UNAVAILABLE]"}
     if connection.hello:
         items["PROTO"] = "ESMTP" if connection.hello.lower() == "ehlo" else "SMTP"
+    if self.qp.auth_user:  # Postfix takes it as the SASL login (permit_sasl_authenticated, sasl_username)
+        items["LOGIN"] = self.qp.auth_user
     return items
 
 
@@ -328,10 +334,27 @@ def needs_smtputf8(transaction):
     return not all(a.isascii() for a in addresses) or not header.isascii()
 
 
+def message_blocks(transaction):
+    """The message as it goes to the next hop: CRLF line ends, or a binary message's octets untouched."""
+    return transaction.message_blocks() if transaction.binary else transaction.message_blocks(crlf=True)
+
+
+def size_option(client, transaction):
+    """``SIZE=<octets>`` (RFC 1870) when the next hop offers SIZE; HandOffFailed when the message is over its limit."""
+    if not client.has_extn("size"):
+        return []
+    size = sum(len(block) for block in message_blocks(transaction))  # read from the spool, never held whole
+    limit = client.esmtp_features["size"].strip()
+    if limit.isdigit() and 0 < int(limit) < size:
+        raise HandOffFailed(PERMANENT, "5.3.4", "message is %d octets, over the next hop's limit of %s"
+                            % (size, limit))
+    return ["SIZE=%d" % size]
+
+
 def envelope_options(self, client, transaction):
     """(MAIL parameters, {recipient: RCPT parameters}) for the next hop; HandOffFailed when it lacks one we need."""
     requested = transaction.notes.get("mail_parameters", {})
-    mail, rcpt = [], {r.address: [] for r in transaction.recipients}
+    mail, rcpt = size_option(client, transaction), {r.address: [] for r in transaction.recipients}
     body = (requested.get("body") or "").upper()
     if transaction.binary:
         if not (client.has_extn("binarymime") and client.has_extn("chunking")):
@@ -341,7 +364,8 @@ def envelope_options(self, client, transaction):
         if client.has_extn("8bitmime"):
             mail.append("BODY=8BITMIME")
         elif is_eight_bit(transaction):
-            raise HandOffFailed(PERMANENT, "5.6.3", "next hop does not take 8-bit data (8BITMIME), and we do not convert")
+            raise HandOffFailed(PERMANENT, "5.6.3",
+                                "next hop does not take 8-bit data (8BITMIME), and we do not convert")
     if "smtputf8" in requested:
         if client.has_extn("smtputf8"):
             mail.append("SMTPUTF8")
@@ -394,9 +418,9 @@ def transfer(self, client, destination, transaction):
         recipient, code, text = (temporary or refused)[0]
         raise refusal(code, text, "recipient %s" % recipient.format())
     if transaction.binary:
-        code, text = send_bdat(client, transaction.message_blocks())
+        code, text = send_bdat(client, message_blocks(transaction))
     else:
-        code, text = send_data(client, transaction.message_blocks(crlf=True))
+        code, text = send_data(client, message_blocks(transaction))
     if code != 250:
         raise refusal(code, text, "the message")
     return split_reply(code, text)[1], refused

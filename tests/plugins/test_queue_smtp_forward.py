@@ -38,6 +38,8 @@ SERVICES = {
     "short": ["smtpd_timeout=2s"],
     "plain": ["smtpd_tls_security_level=none", "smtputf8_enable=no",
               "smtpd_discard_ehlo_keywords=8bitmime,dsn,xclient"],
+    "small": ["syslog_name=postfix-small", "message_size_limit=110000"],  # over header_size_limit (102400)
+    "login": ["syslog_name=postfix-login", "smtpd_sasl_authenticated_header=yes"],
     # the listener docs/operations.md ("qpgevent in front of Postfix over SMTP") tells admins to add
     "documented": ["smtpd_authorized_xclient_hosts=127.0.0.1", "smtpd_client_restrictions=",
                    "smtpd_helo_restrictions=", "smtpd_sender_restrictions=", "mynetworks=0.0.0.0/0,[::]/0",
@@ -545,3 +547,73 @@ def test_bad_configuration_stops_the_start_up(tmp_path, line, ini, problem):
     with pytest.raises(ConfigErrors) as caught:
         make_smtpd(tmp_path, ["rcpt_ok", line], {"smtp_forward.ini": ini})
     assert problem in str(caught.value), str(caught.value)
+
+
+# -- SIZE (RFC 1870) and XCLIENT LOGIN --------------------------------------------------------------
+def _smtpd_log(postfix, service, start):
+    """The lines Postfix's ``service`` listener logged since the log was ``start`` characters long."""
+    return [line for line in postfix.log[start:].splitlines() if "postfix-%s/smtpd" % service in line]
+
+
+def _mail_commands(postfix, service, start):
+    """The MAIL commands the listener received since ``start`` (debug_peer_list logs every command)."""
+    return [line.split(": < ", 1)[1] for line in _smtpd_log(postfix, service, start)
+            if ": < " in line and "MAIL FROM:" in line]
+
+
+def test_size_of_the_message_as_sent_reaches_postfix(forward, postfix):
+    """Postfix offers SIZE: MAIL carries SIZE= with the octets we then send (CRLF, before dot-stuffing)."""
+    server = forward(trusted(postfix), service="small")
+    start = len(postfix.log)
+    body = ".dot line\n" + "y" * 3000 + "\n"
+    with smtplib.SMTP(*server.address, timeout=30) as client:
+        client.ehlo("client.test")
+        client.sendmail("bob@" + DOMAIN, ["alice@" + DOMAIN], message("sized", body))
+    stored = delivered(postfix, "alice", "sized")
+    ours = b"Received: from [127.0.0.1] (HELO client.test)"
+    sent = ours + stored.split(b"\n" + ours)[1]  # from our trace header on, what Postfix received (LF line ends)
+    [mail] = _mail_commands(postfix, "small", start)
+    assert mail.endswith(" SIZE=%d" % len(sent.replace(b"\n", b"\r\n"))), mail
+
+
+def test_a_message_over_the_next_hop_size_limit_is_refused_without_sending(forward, postfix):
+    """Postfix's SIZE 110000 and a 120 kB message: 552 5.3.4 naming the limit, and no MAIL reaches Postfix."""
+    server = forward(trusted(postfix), service="small")
+    start = len(postfix.log)
+    with smtplib.SMTP(*server.address, timeout=30) as client:
+        with pytest.raises(smtplib.SMTPDataError) as caught:
+            client.sendmail("bob@" + DOMAIN, ["alice@" + DOMAIN], message("too big", ("z" * 79 + "\n") * 1500))
+    assert caught.value.smtp_code == 552
+    assert caught.value.smtp_error.startswith(b"5.3.4 message is "), caught.value.smtp_error
+    assert b"over the next hop's limit of 110000" in caught.value.smtp_error
+    server.stop()  # closes the pooled connection: Postfix logs its summary
+    assert wait_for(lambda: any("disconnect from" in line for line in _smtpd_log(postfix, "small", start)), 20)
+    [summary] = [line for line in _smtpd_log(postfix, "small", start) if "disconnect from" in line]
+    assert " mail=" not in summary and _mail_commands(postfix, "small", start) == [], summary
+
+
+def test_xclient_login_names_the_authenticated_client_to_postfix(forward, postfix):
+    """A client that authenticated to us: XCLIENT LOGIN=<user, xtext> reaches Postfix, one that did not: no LOGIN.
+
+    Postfix takes the login as the SASL user (sasl_method=XCLIENT in its log); with
+    smtpd_sasl_authenticated_header = yes its Received header names it too.
+    """
+    server = forward(trusted(postfix), plugin_args="127.0.0.1 %d xclient" % postfix.ports["login"],
+                     plugins=("auth/auth_flat_file", "rcpt_ok"),
+                     config={"flat_auth_pw": ["user+1@%s:s3cret" % DOMAIN], "tls_before_auth": "0",
+                             "auth_failure_delay": "0"})
+    start = len(postfix.log)
+    with smtplib.SMTP(*server.address, timeout=30) as client:
+        client.ehlo("client.test")
+        client.login("user+1@" + DOMAIN, "s3cret")
+        client.sendmail("bob@" + DOMAIN, ["alice@" + DOMAIN], message("login"))
+    with smtplib.SMTP(*server.address, timeout=30) as client:
+        client.sendmail("bob@" + DOMAIN, ["alice@" + DOMAIN], message("no login"))
+    assert b"(Authenticated sender: user+1@%s)" % DOMAIN.encode() in delivered(postfix, "alice", "login")
+    assert b"Authenticated sender" not in delivered(postfix, "alice", "no login")
+    xclients = [line.split(": < ", 1)[1] for line in _smtpd_log(postfix, "login", start) if ": < " in line
+                and "XCLIENT " in line]
+    assert [x.endswith(" LOGIN=user+2B1@%s" % DOMAIN) for x in xclients] == [True, False], xclients
+    assert "LOGIN" not in xclients[1]
+    assert any("sasl_method=XCLIENT, sasl_username=user+1@%s" % DOMAIN in line
+               for line in _smtpd_log(postfix, "login", start))
