@@ -93,9 +93,13 @@ parameters are dropped (the next hop sends failure notices anyway).  A message
 that only declared SMTPUTF8 or 8BITMIME but is ASCII goes without them.
 
 Timeouts: every wait is bounded by ``connect_timeout`` or ``timeout``
-(Postfix's 30 s and 300 s), and the whole hand-off by the server's
-``plugin_timeout`` (default 30 s): raise that for a slow next hop.  A
-hand-off cut short answers ``451`` and drops the connection.
+(Postfix's 30 s and 300 s), and the whole hand-off by ``connect_timeout``
+plus four times ``timeout`` (21 minutes by default; the largest of any
+destination), which the plugin declares as its ``queue`` hook's own timeout
+in place of ``plugin_timeout`` (which stays the bound when it is larger).
+A next hop may so take its time over the final dot, as RFC 5321 4.5.3.2
+allows.  A hand-off cut short answers ``451`` and drops the connection.
+``rcpt_check``'s questions at RCPT stay within ``plugin_timeout``.
 
 Differences from qpsmtpd: the ini file, STARTTLS, AUTH, the pool,
 per-recipient results, extensions (SIZE too) and XCLIENT ``LOGIN`` are ours; qpsmtpd's plugin reports every
@@ -147,6 +151,9 @@ SPEC = ["%s = %s" % (name, check % default) for name, (check, default) in SHARED
 _EIGHT_BIT = re.compile(rb"[\x80-\xff]")
 _XCLIENT_LINE = 500  # qpsmtpd's limit for one XCLIENT command's attributes
 PERMANENT = QUEUE_DENY.code  # 552, as the core answers DENY from hook_queue and the other queue plugins do
+# Replies a hand-off's budget lets take the whole ``timeout``: a live next hop is slow at a few (RFC 5321
+# 4.5.3.2 gives the final dot 10 minutes), one slow at every reply is broken, and each reply is bounded anyway.
+_SLOW_REPLIES = 4
 
 
 class HandOffFailed(Exception):
@@ -181,6 +188,9 @@ def register(self, qp, *args):
         raise ValueError("no default destination: give HOST [PORT] as arguments, or a section without "
                          "`domains` in smtp_forward.ini")
     self.pool = Pool(ini["pool_size"], ini["pool_idle"])  # process-wide, like the configuration
+    destinations = [self.default, *self.routes.values()]
+    budget = max(d.connect_timeout + d.timeout * _SLOW_REPLIES for d in destinations)
+    self.set_hook_timeout("queue", max(budget, qp.plugin_timeout))
     self.register_hook("rcpt", "check_recipient", prepend=True)
 
 
@@ -450,7 +460,7 @@ def hook_queue(self, transaction):
         return DONE
     finally:
         if client is not None:
-            close(client)  # broken, or cut short by plugin_timeout: its state is unknown
+            close(client)  # broken, or cut short by the hook timeout: its state is unknown
     self.log(LOGINFO, "pass, %s: %s" % (destination.name, queued))
     return OK, "Queued (next hop: %s)" % queued
 

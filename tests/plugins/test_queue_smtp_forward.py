@@ -174,33 +174,46 @@ def test_next_hop_down_gives_451_and_the_client_keeps_the_message(forward):
     assert "cannot reach next hop default (127.0.0.1 port %d): ConnectionRefusedError" % port in server.log
 
 
-@pytest.fixture
-def silent_next_hop():
-    """A stand-in next hop that greets and answers EHLO, then never answers again (a hung server)."""
+@contextlib.contextmanager
+def stand_in(serve):
+    """A next hop written here: ``serve(connection)`` talks to the one connection it accepts; yields the port."""
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(30)
-    seen = []
 
-    def serve():
+    def accept():
         with contextlib.suppress(OSError):
             connection, _ = listener.accept()
             with connection:
-                connection.sendall(b"220 silent.test ESMTP\r\n")
                 connection.settimeout(30)
-                seen.append(connection.recv(1000))
-                connection.sendall(b"250 silent.test\r\n")
-                while True:
-                    data = connection.recv(1000)
-                    if not data:
-                        seen.append(b"closed")
-                        return
-                    seen.append(data)
+                serve(connection)
 
-    thread = threading.Thread(target=serve, daemon=True)
+    thread = threading.Thread(target=accept, daemon=True)
     thread.start()
-    yield listener.getsockname()[1], seen
-    listener.close()
-    thread.join(5)
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        listener.close()
+        thread.join(5)
+
+
+@pytest.fixture
+def silent_next_hop():
+    """A stand-in next hop that greets and answers EHLO, then never answers again (a hung server)."""
+    seen = []
+
+    def serve(connection):
+        connection.sendall(b"220 silent.test ESMTP\r\n")
+        seen.append(connection.recv(1000))
+        connection.sendall(b"250 silent.test\r\n")
+        while True:
+            data = connection.recv(1000)
+            if not data:
+                seen.append(b"closed")
+                return
+            seen.append(data)
+
+    with stand_in(serve) as port:
+        yield port, seen
 
 
 def test_a_next_hop_that_stops_answering_gives_451_within_the_timeout(forward, silent_next_hop):
@@ -617,3 +630,43 @@ def test_xclient_login_names_the_authenticated_client_to_postfix(forward, postfi
     assert "LOGIN" not in xclients[1]
     assert any("sasl_method=XCLIENT, sasl_username=user+1@%s" % DOMAIN in line
                for line in _smtpd_log(postfix, "login", start))
+
+
+# -- the plugin's own budget, not plugin_timeout ----------------------------------------------------
+def slow_dot(connection):
+    """A next hop that takes 2 s over the final dot, as RFC 5321 4.5.3.2 allows (up to 10 minutes)."""
+    reader = connection.makefile("rb")
+    connection.sendall(b"220 slow.test ESMTP\r\n")
+    while True:
+        line = reader.readline()
+        if not line or line.upper().startswith(b"QUIT"):
+            return
+        if line.upper().startswith(b"EHLO"):
+            connection.sendall(b"250-slow.test\r\n250 8BITMIME\r\n")
+        elif line.upper().startswith(b"DATA"):
+            connection.sendall(b"354 go ahead\r\n")
+            while reader.readline() not in (b".\r\n", b""):
+                pass
+            time.sleep(2)
+            connection.sendall(b"250 2.0.0 Ok: queued as SLOWDOT\r\n")
+        else:
+            connection.sendall(b"250 2.0.0 Ok\r\n")
+
+
+def test_a_next_hop_slow_over_the_dot_outlasts_plugin_timeout(forward):
+    """plugin_timeout 1 s, timeout 5 s, the dot answered after 2 s: 250 with its queue id, not a plugin failure."""
+    with stand_in(slow_dot) as port:
+        server = forward(["timeout = 5", "connect_timeout = 1", "starttls = no"], plugin_args="127.0.0.1 %d" % port,
+                         config={"plugin_timeout": "1"})
+        with raw_client(server) as client:
+            client.reply()
+            client.command("EHLO client.test")
+            client.command("MAIL FROM:<bob@%s>" % DOMAIN)
+            client.command("RCPT TO:<carol@%s>" % DOMAIN)
+            assert client.command("DATA").code == 354
+            started = time.monotonic()
+            reply = client.command(message("slow dot").decode() + ".")
+            waited = time.monotonic() - started
+        server.stop()  # drops the pooled connection: the stand-in's thread ends
+    assert reply.code == 250 and "queued as SLOWDOT" in reply.text, reply
+    assert 1.9 < waited < 5
