@@ -29,7 +29,8 @@ Arguments (as pairs)::
     Larger messages are not scanned (default 5000000).
 ``timeout SECONDS``
     The longest the whole exchange may take (default 20, or two thirds of
-    ``plugin_timeout`` if that is less; it must be below it).
+    ``plugin_timeout`` if that is less; a longer one lengthens the
+    hook's bound to match).
 ``defer_on_error 1``
     When rspamd is down, too slow or answers nonsense, refuse the message
     for now (``452 4.3.0``).  The default (``0``) fails open: log, note

@@ -40,7 +40,8 @@ Arguments (qpsmtpd's, as pairs)::
     Larger messages are not scanned (default 500000).
 ``timeout SECONDS``
     The longest the whole exchange with spamd may take (default 20, or two
-    thirds of ``plugin_timeout`` if that is less; it must be below it).
+    thirds of ``plugin_timeout`` if that is less; a longer one lengthens the
+    hook's bound to match).
 ``defer_on_error 1``
     When spamd is down, too slow or answers nonsense, refuse the message for
     now (``452 4.3.0``) so the client retries.  The default (``0``) is to

@@ -55,7 +55,7 @@ class HookRegistry:
 
     def __init__(self, plugin_timeout: float = 30.0) -> None:
         self.callbacks: Dict[str, List[Callback]] = {}
-        self.plugin_timeout = plugin_timeout
+        self.plugin_timeout = plugin_timeout  # a plugin's set_hook_timeout (qpgevent/plugin.py) overrides it
 
     def register(self, hook: str, plugin: Any, function: Callable, prepend: bool = False) -> None:
         if hook not in HOOKS:
@@ -107,7 +107,8 @@ class HookRegistry:
     def _call(self, session: Any, hook: str, transaction: Any, callback: Callback, args: Tuple,
               params: Optional[dict]) -> HookResult:
         name = callback.plugin.name
-        timer = gevent.Timeout(self.plugin_timeout) if self.plugin_timeout else None
+        limit = callback.plugin.hook_timeouts.get(hook, self.plugin_timeout)
+        timer = gevent.Timeout(limit) if limit else None
         started = perf_counter() if metrics.on else None
         if timer is not None:
             timer.start()
@@ -119,7 +120,8 @@ class HookRegistry:
         except gevent.Timeout as exc:
             if exc is not timer:
                 raise
-            self._fail(session, hook, name, "ran longer than plugin_timeout (%ss)" % self.plugin_timeout)
+            what = "its hook timeout" if hook in callback.plugin.hook_timeouts else "plugin_timeout"
+            self._fail(session, hook, name, "ran longer than %s (%ss)" % (what, limit))
         except Exception:
             self._fail(session, hook, name, "raised an exception:\n" + traceback.format_exc().rstrip())
         finally:

@@ -2,11 +2,12 @@
 import contextvars
 import difflib
 import importlib.util
+import math
 import re
 import sys
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import gevent
 
@@ -48,6 +49,7 @@ class Plugin:
         self.capabilities: List[str] = []  # EHLO keywords from the file's CAPABILITIES
         self.options: Any = None  # what the line says, when the file declares ARGUMENTS (qpgevent/arguments.py)
         self.old_name_of: Optional[str] = None  # the plugin an old qpsmtpd name (check_relay) loaded
+        self.hook_timeouts: Dict[str, float] = {}  # hook -> seconds it may run instead of plugin_timeout
 
     def __repr__(self) -> str:
         return "<plugin %s>" % self.name
@@ -116,6 +118,15 @@ class Plugin:
         """Run ``method`` (a function or the name of one in the plugin file) for ``hook``."""
         function = getattr(self.module, method) if isinstance(method, str) else method
         self.smtpd.registry.register(hook, self, function, prepend=prepend)
+
+    def set_hook_timeout(self, hook: str, seconds: float) -> None:
+        """Bound this plugin's ``hook`` by ``seconds`` instead of ``plugin_timeout``: for a wait that has a longer
+        timeout of its own (a next hop's reply, a scan); the hook stays bounded, and a hook past it fails as usual."""
+        if hook not in HOOKS:
+            raise ValueError("set_hook_timeout: unknown hook %r (see docs/hooks.md)" % hook)
+        if not 0 < seconds < math.inf:
+            raise ValueError("set_hook_timeout: %r is not a number of seconds above 0" % (seconds,))
+        self.hook_timeouts[hook] = float(seconds)
 
     def config_ini(self, name: Optional[str] = None, spec: Union[str, Sequence[str], None] = None):
         """``config/<name>.ini`` (default: this plugin's base name) as a validated configobj."""

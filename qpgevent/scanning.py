@@ -39,14 +39,19 @@ def bounded(seconds: float, what: str) -> Iterator[None]:
         timer.close()
 
 
-def scan_timeout(plugin: Any, given: Optional[float]) -> float:
-    """The plugin's ``timeout`` argument, checked against ``plugin_timeout`` (which would cut the scan short)."""
+def scan_timeout(plugin: Any, given: Optional[float], hook: str = "data_post") -> float:
+    """The plugin's ``timeout`` argument, or 20 s (two thirds of ``plugin_timeout`` if that is less).
+
+    A ``timeout`` at or over ``plugin_timeout`` becomes the scanning hook's own
+    timeout (``set_hook_timeout``), with ``plugin_timeout`` more for the rest of
+    the hook: the scan's limit and the daemon-down policy decide, not a plugin
+    failure's 451.
+    """
     limit = getattr(plugin.smtpd, "plugin_timeout", 0) or 0
     if given is None:
         return min(DEFAULT_TIMEOUT, limit * 2 / 3) if limit else DEFAULT_TIMEOUT
     if limit and given >= limit:
-        raise ValueError("timeout %s would outlast plugin_timeout (%ss), which answers 451 whatever the "
-                         "daemon-down policy says; give a smaller timeout or raise plugin_timeout" % (given, limit))
+        plugin.set_hook_timeout(hook, given + limit)
     return given
 
 

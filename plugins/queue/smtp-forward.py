@@ -21,7 +21,7 @@ maps); the one section without ``domains`` is the default, in place of the
     starttls = may            # may: when offered; require: 451 without it; no: never
     tls_verify = yes          # check the next hop's certificate and name
     tls_ca_file =             # CA certificates (PEM) to check it with; default: the system's
-    xclient = no              # send XCLIENT NAME/ADDR/PORT/HELO/PROTO when the next hop offers it
+    xclient = no              # send XCLIENT NAME/ADDR/PORT/HELO/PROTO (and LOGIN) when the next hop offers it
     user =                    # AUTH to the next hop with this user and password (only over TLS, unless starttls = no)
     password =
     rcpt_check = no           # ask the next hop about each recipient at our RCPT time
@@ -42,8 +42,10 @@ maps); the one section without ``domains`` is the default, in place of the
 
 The hand-off: connect, EHLO (as config ``me``), STARTTLS when offered (and
 ``starttls`` is not ``no``), XCLIENT with the client's name, address, port,
-HELO and protocol, then EHLO again with the client's HELO name (as qpsmtpd
-does), AUTH; MAIL, one RCPT per recipient, the message streamed from the spool
+HELO and protocol (and ``LOGIN``, the user it authenticated as, when it did:
+Postfix takes it as the SASL user), then EHLO again with the client's HELO
+name (as qpsmtpd does), AUTH; MAIL (with ``SIZE=``, RFC 1870, when the next
+hop offers SIZE), one RCPT per recipient, the message streamed from the spool
 (DATA, or BDAT for ``BODY=BINARYMIME``).  The client hears ``250`` only once
 the next hop has answered ``250`` to the message, with its text (``queued as
 ...``).  The connection then waits in a small per-process pool for the next
@@ -56,8 +58,11 @@ What the client hears when the hand-off fails:
 * the next hop cannot be reached, the connection breaks, a wait runs out, TLS
   or AUTH fails, or it answers 4xx: ``451`` (nothing is lost: the client keeps
   the message and tries again);
-* it refuses the sender, every recipient, or the message with 5xx: ``554``
-  with its enhanced status code and text;
+* it refuses the sender, every recipient, or the message with 5xx: ``552``
+  (what qpsmtpd answers a queue plugin's DENY with, as our other queue plugins
+  do) with its enhanced status code and text;
+* the message is larger than the ``SIZE`` limit the next hop advertises:
+  ``552 5.3.4`` naming that limit, before anything is sent;
 * it refuses some recipients temporarily: ``451`` for the whole message (the
   others are not sent either, so the retry duplicates nothing);
 * it refuses some recipients permanently and accepts others: the message goes
@@ -80,21 +85,25 @@ is true for every recipient.
 Extensions are passed on when the next hop offers them: the DSN parameters
 (``RET``, ``ENVID``, ``NOTIFY``, ``ORCPT``; so this plugin declares ``DSN``),
 ``SMTPUTF8`` and ``BODY=8BITMIME``/``BINARYMIME``.  When it does not: a
-message that needs SMTPUTF8 (a non-ASCII address or header) gets ``554
-5.6.7``; 8-bit octets declared ``BODY=8BITMIME`` get ``554 5.6.3``, as does a
+message that needs SMTPUTF8 (a non-ASCII address or header) gets ``552
+5.6.7``; 8-bit octets declared ``BODY=8BITMIME`` get ``552 5.6.3``, as does a
 binary message (no conversion is done); ``NOTIFY=SUCCESS`` or ``NEVER``,
-which the next hop would not honour, get ``554 5.3.3``; the other DSN
+which the next hop would not honour, get ``552 5.3.3``; the other DSN
 parameters are dropped (the next hop sends failure notices anyway).  A message
 that only declared SMTPUTF8 or 8BITMIME but is ASCII goes without them.
 
 Timeouts: every wait is bounded by ``connect_timeout`` or ``timeout``
-(Postfix's 30 s and 300 s), and the whole hand-off by the server's
-``plugin_timeout`` (default 30 s): raise that for a slow next hop.  A
-hand-off cut short answers ``451`` and drops the connection.
+(Postfix's 30 s and 300 s), and the whole hand-off by ``connect_timeout``
+plus four times ``timeout`` (21 minutes by default; the largest of any
+destination), which the plugin declares as its ``queue`` hook's own timeout
+in place of ``plugin_timeout`` (which stays the bound when it is larger).
+A next hop may so take its time over the final dot, as RFC 5321 4.5.3.2
+allows.  A hand-off cut short answers ``451`` and drops the connection.
+``rcpt_check``'s questions at RCPT stay within ``plugin_timeout``.
 
 Differences from qpsmtpd: the ini file, STARTTLS, AUTH, the pool,
-per-recipient results and extensions are ours; qpsmtpd's plugin reports every
-failure as ``451``, we pass a permanent refusal on as ``554``.  XCLIENT
+per-recipient results, extensions (SIZE too) and XCLIENT ``LOGIN`` are ours; qpsmtpd's plugin reports every
+failure as ``451`` (it declines), we pass a permanent refusal on as ``552``.  XCLIENT
 values are xtext-encoded, and an IPv6 ``ADDR`` is written ``IPV6:...``, as
 Postfix expects.
 """
@@ -106,6 +115,7 @@ from types import SimpleNamespace
 
 from qpgevent import DECLINED, DENY, DENYSOFT, DONE, LOGERROR, LOGINFO, LOGWARN, OK, arguments
 from qpgevent.address import domain_key
+from qpgevent.replies import QUEUE_DENY
 from qpgevent.smtp_client import Pool, close, send_bdat, send_data, split_reply, xtext
 
 CAPABILITIES = ["DSN"]
@@ -140,6 +150,10 @@ SPEC = ["%s = %s" % (name, check % default) for name, (check, default) in SHARED
 
 _EIGHT_BIT = re.compile(rb"[\x80-\xff]")
 _XCLIENT_LINE = 500  # qpsmtpd's limit for one XCLIENT command's attributes
+PERMANENT = QUEUE_DENY.code  # 552, as the core answers DENY from hook_queue and the other queue plugins do
+# Replies a hand-off's budget lets take the whole ``timeout``: a live next hop is slow at a few (RFC 5321
+# 4.5.3.2 gives the final dot 10 minutes), one slow at every reply is broken, and each reply is bounded anyway.
+_SLOW_REPLIES = 4
 
 
 class HandOffFailed(Exception):
@@ -174,6 +188,9 @@ def register(self, qp, *args):
         raise ValueError("no default destination: give HOST [PORT] as arguments, or a section without "
                          "`domains` in smtp_forward.ini")
     self.pool = Pool(ini["pool_size"], ini["pool_idle"])  # process-wide, like the configuration
+    destinations = [self.default, *self.routes.values()]
+    budget = max(d.connect_timeout + d.timeout * _SLOW_REPLIES for d in destinations)
+    self.set_hook_timeout("queue", max(budget, qp.plugin_timeout))
     self.register_hook("rcpt", "check_recipient", prepend=True)
 
 
@@ -218,6 +235,8 @@ def xclient_items(self):
              "PORT": str(connection.remote_port or "[UNAVAILABLE]"), "HELO": connection.hello_host or "[UNAVAILABLE]"}
     if connection.hello:
         items["PROTO"] = "ESMTP" if connection.hello.lower() == "ehlo" else "SMTP"
+    if self.qp.auth_user:  # Postfix takes it as the SASL login (permit_sasl_authenticated, sasl_username)
+        items["LOGIN"] = self.qp.auth_user
     return items
 
 
@@ -325,26 +344,44 @@ def needs_smtputf8(transaction):
     return not all(a.isascii() for a in addresses) or not header.isascii()
 
 
+def message_blocks(transaction):
+    """The message as it goes to the next hop: CRLF line ends, or a binary message's octets untouched."""
+    return transaction.message_blocks() if transaction.binary else transaction.message_blocks(crlf=True)
+
+
+def size_option(client, transaction):
+    """``SIZE=<octets>`` (RFC 1870) when the next hop offers SIZE; HandOffFailed when the message is over its limit."""
+    if not client.has_extn("size"):
+        return []
+    size = sum(len(block) for block in message_blocks(transaction))  # read from the spool, never held whole
+    limit = client.esmtp_features["size"].strip()
+    if limit.isdigit() and 0 < int(limit) < size:
+        raise HandOffFailed(PERMANENT, "5.3.4", "message is %d octets, over the next hop's limit of %s"
+                            % (size, limit))
+    return ["SIZE=%d" % size]
+
+
 def envelope_options(self, client, transaction):
     """(MAIL parameters, {recipient: RCPT parameters}) for the next hop; HandOffFailed when it lacks one we need."""
     requested = transaction.notes.get("mail_parameters", {})
-    mail, rcpt = [], {r.address: [] for r in transaction.recipients}
+    mail, rcpt = size_option(client, transaction), {r.address: [] for r in transaction.recipients}
     body = (requested.get("body") or "").upper()
     if transaction.binary:
         if not (client.has_extn("binarymime") and client.has_extn("chunking")):
-            raise HandOffFailed(554, "5.6.3", "next hop does not take BODY=BINARYMIME, and we do not convert")
+            raise HandOffFailed(PERMANENT, "5.6.3", "next hop does not take BODY=BINARYMIME, and we do not convert")
         mail.append("BODY=BINARYMIME")
     elif body == "8BITMIME":
         if client.has_extn("8bitmime"):
             mail.append("BODY=8BITMIME")
         elif is_eight_bit(transaction):
-            raise HandOffFailed(554, "5.6.3", "next hop does not take 8-bit data (8BITMIME), and we do not convert")
+            raise HandOffFailed(PERMANENT, "5.6.3",
+                                "next hop does not take 8-bit data (8BITMIME), and we do not convert")
     if "smtputf8" in requested:
         if client.has_extn("smtputf8"):
             mail.append("SMTPUTF8")
             client.command_encoding = "utf-8"
         elif needs_smtputf8(transaction):
-            raise HandOffFailed(554, "5.6.7", "next hop does not take internationalised mail (SMTPUTF8)")
+            raise HandOffFailed(PERMANENT, "5.6.7", "next hop does not take internationalised mail (SMTPUTF8)")
     if client.has_extn("dsn"):
         mail += ["%s=%s" % (name.upper(), value) for name, value in sorted(transaction.dsn.items())]
         for recipient in transaction.recipients:
@@ -357,7 +394,7 @@ def envelope_options(self, client, transaction):
         for recipient in transaction.recipients:
             notify = set((recipient.notes.get("dsn") or {}).get("notify", ()))
             if notify & {"SUCCESS", "NEVER"}:
-                raise HandOffFailed(554, "5.3.3", "next hop does not take DSN requests, so NOTIFY=%s cannot be "
+                raise HandOffFailed(PERMANENT, "5.3.3", "next hop does not take DSN requests, so NOTIFY=%s cannot be "
                                     "honoured" % ",".join(sorted(notify)))
     return mail, rcpt
 
@@ -368,9 +405,9 @@ def command(client, verb, path, options):
 
 
 def refusal(code, text, what):
-    """HandOffFailed for a next hop's 4xx/5xx: 451 or 554, its enhanced status code, its text."""
+    """HandOffFailed for a next hop's 4xx/5xx: 451 or 552, its enhanced status code, its text."""
     status, detail = split_reply(code, text)
-    ours = 554 if code >= 500 else 451
+    ours = PERMANENT if code >= 500 else 451
     return HandOffFailed(ours, status or "%d.0.0" % (ours // 100),
                          "next hop refused %s: %s (%d)" % (what, detail, code))
 
@@ -391,9 +428,9 @@ def transfer(self, client, destination, transaction):
         recipient, code, text = (temporary or refused)[0]
         raise refusal(code, text, "recipient %s" % recipient.format())
     if transaction.binary:
-        code, text = send_bdat(client, transaction.message_blocks())
+        code, text = send_bdat(client, message_blocks(transaction))
     else:
-        code, text = send_data(client, transaction.message_blocks(crlf=True))
+        code, text = send_data(client, message_blocks(transaction))
     if code != 250:
         raise refusal(code, text, "the message")
     return split_reply(code, text)[1], refused
@@ -423,7 +460,7 @@ def hook_queue(self, transaction):
         return DONE
     finally:
         if client is not None:
-            close(client)  # broken, or cut short by plugin_timeout: its state is unknown
+            close(client)  # broken, or cut short by the hook timeout: its state is unknown
     self.log(LOGINFO, "pass, %s: %s" % (destination.name, queued))
     return OK, "Queued (next hop: %s)" % queued
 

@@ -29,7 +29,8 @@ Arguments (qpsmtpd's, as pairs)::
     transaction, and accept the message unscanned.
 ``timeout SECONDS``
     The longest the scan may take (default 20, or two thirds of
-    ``plugin_timeout`` if that is less; it must be below it).
+    ``plugin_timeout`` if that is less; a longer one lengthens the
+    hook's bound to match).
 
 A clean message gets ``X-Virus-Found: No`` and ``X-Virus-Checked: by
 ClamAV 1.4.6 on ME`` (clamd's version, without its database's).  ``X-Virus-*`` headers the message arrived with

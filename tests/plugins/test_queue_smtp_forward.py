@@ -38,6 +38,8 @@ SERVICES = {
     "short": ["smtpd_timeout=2s"],
     "plain": ["smtpd_tls_security_level=none", "smtputf8_enable=no",
               "smtpd_discard_ehlo_keywords=8bitmime,dsn,xclient"],
+    "small": ["syslog_name=postfix-small", "message_size_limit=110000"],  # over header_size_limit (102400)
+    "login": ["syslog_name=postfix-login", "smtpd_sasl_authenticated_header=yes"],
     # the listener docs/operations.md ("qpgevent in front of Postfix over SMTP") tells admins to add
     "documented": ["smtpd_authorized_xclient_hosts=127.0.0.1", "smtpd_client_restrictions=",
                    "smtpd_helo_restrictions=", "smtpd_sender_restrictions=", "mynetworks=0.0.0.0/0,[::]/0",
@@ -172,33 +174,46 @@ def test_next_hop_down_gives_451_and_the_client_keeps_the_message(forward):
     assert "cannot reach next hop default (127.0.0.1 port %d): ConnectionRefusedError" % port in server.log
 
 
-@pytest.fixture
-def silent_next_hop():
-    """A stand-in next hop that greets and answers EHLO, then never answers again (a hung server)."""
+@contextlib.contextmanager
+def stand_in(serve):
+    """A next hop written here: ``serve(connection)`` talks to the one connection it accepts; yields the port."""
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(30)
-    seen = []
 
-    def serve():
+    def accept():
         with contextlib.suppress(OSError):
             connection, _ = listener.accept()
             with connection:
-                connection.sendall(b"220 silent.test ESMTP\r\n")
                 connection.settimeout(30)
-                seen.append(connection.recv(1000))
-                connection.sendall(b"250 silent.test\r\n")
-                while True:
-                    data = connection.recv(1000)
-                    if not data:
-                        seen.append(b"closed")
-                        return
-                    seen.append(data)
+                serve(connection)
 
-    thread = threading.Thread(target=serve, daemon=True)
+    thread = threading.Thread(target=accept, daemon=True)
     thread.start()
-    yield listener.getsockname()[1], seen
-    listener.close()
-    thread.join(5)
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        listener.close()
+        thread.join(5)
+
+
+@pytest.fixture
+def silent_next_hop():
+    """A stand-in next hop that greets and answers EHLO, then never answers again (a hung server)."""
+    seen = []
+
+    def serve(connection):
+        connection.sendall(b"220 silent.test ESMTP\r\n")
+        seen.append(connection.recv(1000))
+        connection.sendall(b"250 silent.test\r\n")
+        while True:
+            data = connection.recv(1000)
+            if not data:
+                seen.append(b"closed")
+                return
+            seen.append(data)
+
+    with stand_in(serve) as port:
+        yield port, seen
 
 
 def test_a_next_hop_that_stops_answering_gives_451_within_the_timeout(forward, silent_next_hop):
@@ -233,13 +248,13 @@ def test_tls_verify_off_accepts_any_certificate(forward, postfix):
     assert b"(using TLS" in delivered(postfix, "bob", "any certificate")
 
 
-def test_every_recipient_refused_gives_554_with_the_next_hop_text(forward, postfix):
-    """Postfix refusing the only recipient with 550 5.1.1: our client gets 554 5.1.1 and Postfix's reason."""
+def test_every_recipient_refused_gives_552_with_the_next_hop_text(forward, postfix):
+    """Postfix refusing the only recipient with 550 5.1.1: our client gets 552 5.1.1 and Postfix's reason."""
     server = forward(trusted(postfix))
     with smtplib.SMTP(*server.address, timeout=30) as client:
         with pytest.raises(smtplib.SMTPDataError) as caught:
             client.sendmail("bob@" + DOMAIN, ["refused@" + DOMAIN], message("refused"))
-    assert caught.value.smtp_code == 554
+    assert caught.value.smtp_code == 552
     assert caught.value.smtp_error.startswith(b"5.1.1 next hop refused recipient <refused@%s>: " % DOMAIN.encode())
     assert b"no such user here" in caught.value.smtp_error
 
@@ -268,13 +283,13 @@ def test_a_permanently_refused_recipient_gets_a_report_the_others_the_message(fo
     assert b"Status: 5.1.1" in report and b"Subject: partly" in report
 
 
-def test_a_refused_message_gives_554_with_the_next_hop_text(forward, postfix):
-    """Postfix's body_checks refusing the message after the dot: 554 5.7.1 with its text."""
+def test_a_refused_message_gives_552_with_the_next_hop_text(forward, postfix):
+    """Postfix's body_checks refusing the message after the dot: 552 5.7.1 with its text."""
     server = forward(trusted(postfix))
     with smtplib.SMTP(*server.address, timeout=30) as client:
         with pytest.raises(smtplib.SMTPDataError) as caught:
             client.sendmail("bob@" + DOMAIN, ["alice@" + DOMAIN], message("bad body", "REJECTME please\n"))
-    assert caught.value.smtp_code == 554
+    assert caught.value.smtp_code == 552
     assert caught.value.smtp_error.startswith(b"5.7.1 next hop refused the message: ")
     assert b"this body is not wanted here" in caught.value.smtp_error
 
@@ -376,9 +391,9 @@ def test_smtputf8_is_passed_on(forward, postfix):
 
 
 @pytest.mark.parametrize("sender, options, rcpt_options, body, reply", [
-    ("jos\xe9@" + DOMAIN, ["SMTPUTF8"], [], "plain\n", (554, b"5.6.7")),
-    ("bob@" + DOMAIN, ["BODY=8BITMIME"], [], "caf\xe9\n", (554, b"5.6.3")),
-    ("bob@" + DOMAIN, [], ["NOTIFY=SUCCESS"], "plain\n", (554, b"5.3.3")),
+    ("jos\xe9@" + DOMAIN, ["SMTPUTF8"], [], "plain\n", (552, b"5.6.7")),
+    ("bob@" + DOMAIN, ["BODY=8BITMIME"], [], "caf\xe9\n", (552, b"5.6.3")),
+    ("bob@" + DOMAIN, [], ["NOTIFY=SUCCESS"], "plain\n", (552, b"5.3.3")),
     ("bob@" + DOMAIN, ["BODY=8BITMIME", "SMTPUTF8"], ["NOTIFY=FAILURE"], "plain ascii\n", None),
 ])
 def test_extensions_the_next_hop_lacks(forward, postfix, sender, options, rcpt_options, body, reply):
@@ -460,7 +475,7 @@ def test_binary_message_goes_by_bdat_byte_exact(smarthost, forward):
 
 
 def test_binary_message_to_postfix_is_refused(forward, postfix):
-    """Postfix does not take BINARYMIME, and we do not convert: 554 5.6.3."""
+    """Postfix does not take BINARYMIME, and we do not convert: 552 5.6.3."""
     server = forward(trusted(postfix))
     head_body = b"Subject: binary\r\n\r\nbody\r\n"
     with raw_client(server) as client:
@@ -470,7 +485,7 @@ def test_binary_message_to_postfix_is_refused(forward, postfix):
         client.command("RCPT TO:<alice@%s>" % DOMAIN)
         client.send(b"BDAT %d LAST\r\n" % len(head_body) + head_body)
         reply = client.reply()
-    assert (reply.code, reply.status) == (554, "5.6.3"), reply
+    assert (reply.code, reply.status) == (552, "5.6.3"), reply
 
 
 def test_recipients_for_another_route_wait_for_their_own_transaction(postfix, smarthost, forward):
@@ -545,3 +560,113 @@ def test_bad_configuration_stops_the_start_up(tmp_path, line, ini, problem):
     with pytest.raises(ConfigErrors) as caught:
         make_smtpd(tmp_path, ["rcpt_ok", line], {"smtp_forward.ini": ini})
     assert problem in str(caught.value), str(caught.value)
+
+
+# -- SIZE (RFC 1870) and XCLIENT LOGIN --------------------------------------------------------------
+def _smtpd_log(postfix, service, start):
+    """The lines Postfix's ``service`` listener logged since the log was ``start`` characters long."""
+    return [line for line in postfix.log[start:].splitlines() if "postfix-%s/smtpd" % service in line]
+
+
+def _mail_commands(postfix, service, start):
+    """The MAIL commands the listener received since ``start`` (debug_peer_list logs every command)."""
+    return [line.split(": < ", 1)[1] for line in _smtpd_log(postfix, service, start)
+            if ": < " in line and "MAIL FROM:" in line]
+
+
+def test_size_of_the_message_as_sent_reaches_postfix(forward, postfix):
+    """Postfix offers SIZE: MAIL carries SIZE= with the octets we then send (CRLF, before dot-stuffing)."""
+    server = forward(trusted(postfix), service="small")
+    start = len(postfix.log)
+    body = ".dot line\n" + "y" * 3000 + "\n"
+    with smtplib.SMTP(*server.address, timeout=30) as client:
+        client.ehlo("client.test")
+        client.sendmail("bob@" + DOMAIN, ["alice@" + DOMAIN], message("sized", body))
+    stored = delivered(postfix, "alice", "sized")
+    ours = b"Received: from [127.0.0.1] (HELO client.test)"
+    sent = ours + stored.split(b"\n" + ours)[1]  # from our trace header on, what Postfix received (LF line ends)
+    [mail] = _mail_commands(postfix, "small", start)
+    assert mail.endswith(" SIZE=%d" % len(sent.replace(b"\n", b"\r\n"))), mail
+
+
+def test_a_message_over_the_next_hop_size_limit_is_refused_without_sending(forward, postfix):
+    """Postfix's SIZE 110000 and a 120 kB message: 552 5.3.4 naming the limit, and no MAIL reaches Postfix."""
+    server = forward(trusted(postfix), service="small")
+    start = len(postfix.log)
+    with smtplib.SMTP(*server.address, timeout=30) as client:
+        with pytest.raises(smtplib.SMTPDataError) as caught:
+            client.sendmail("bob@" + DOMAIN, ["alice@" + DOMAIN], message("too big", ("z" * 79 + "\n") * 1500))
+    assert caught.value.smtp_code == 552
+    assert caught.value.smtp_error.startswith(b"5.3.4 message is "), caught.value.smtp_error
+    assert b"over the next hop's limit of 110000" in caught.value.smtp_error
+    server.stop()  # closes the pooled connection: Postfix logs its summary
+    assert wait_for(lambda: any("disconnect from" in line for line in _smtpd_log(postfix, "small", start)), 20)
+    [summary] = [line for line in _smtpd_log(postfix, "small", start) if "disconnect from" in line]
+    assert " mail=" not in summary and _mail_commands(postfix, "small", start) == [], summary
+
+
+def test_xclient_login_names_the_authenticated_client_to_postfix(forward, postfix):
+    """A client that authenticated to us: XCLIENT LOGIN=<user, xtext> reaches Postfix, one that did not: no LOGIN.
+
+    Postfix takes the login as the SASL user (sasl_method=XCLIENT in its log); with
+    smtpd_sasl_authenticated_header = yes its Received header names it too.
+    """
+    server = forward(trusted(postfix), plugin_args="127.0.0.1 %d xclient" % postfix.ports["login"],
+                     plugins=("auth/auth_flat_file", "rcpt_ok"),
+                     config={"flat_auth_pw": ["user+1@%s:s3cret" % DOMAIN], "tls_before_auth": "0",
+                             "auth_failure_delay": "0"})
+    start = len(postfix.log)
+    with smtplib.SMTP(*server.address, timeout=30) as client:
+        client.ehlo("client.test")
+        client.login("user+1@" + DOMAIN, "s3cret")
+        client.sendmail("bob@" + DOMAIN, ["alice@" + DOMAIN], message("login"))
+    with smtplib.SMTP(*server.address, timeout=30) as client:
+        client.sendmail("bob@" + DOMAIN, ["alice@" + DOMAIN], message("no login"))
+    assert b"(Authenticated sender: user+1@%s)" % DOMAIN.encode() in delivered(postfix, "alice", "login")
+    assert b"Authenticated sender" not in delivered(postfix, "alice", "no login")
+    xclients = [line.split(": < ", 1)[1] for line in _smtpd_log(postfix, "login", start) if ": < " in line
+                and "XCLIENT " in line]
+    assert [x.endswith(" LOGIN=user+2B1@%s" % DOMAIN) for x in xclients] == [True, False], xclients
+    assert "LOGIN" not in xclients[1]
+    assert any("sasl_method=XCLIENT, sasl_username=user+1@%s" % DOMAIN in line
+               for line in _smtpd_log(postfix, "login", start))
+
+
+# -- the plugin's own budget, not plugin_timeout ----------------------------------------------------
+def slow_dot(connection):
+    """A next hop that takes 2 s over the final dot, as RFC 5321 4.5.3.2 allows (up to 10 minutes)."""
+    reader = connection.makefile("rb")
+    connection.sendall(b"220 slow.test ESMTP\r\n")
+    while True:
+        line = reader.readline()
+        if not line or line.upper().startswith(b"QUIT"):
+            return
+        if line.upper().startswith(b"EHLO"):
+            connection.sendall(b"250-slow.test\r\n250 8BITMIME\r\n")
+        elif line.upper().startswith(b"DATA"):
+            connection.sendall(b"354 go ahead\r\n")
+            while reader.readline() not in (b".\r\n", b""):
+                pass
+            time.sleep(2)
+            connection.sendall(b"250 2.0.0 Ok: queued as SLOWDOT\r\n")
+        else:
+            connection.sendall(b"250 2.0.0 Ok\r\n")
+
+
+def test_a_next_hop_slow_over_the_dot_outlasts_plugin_timeout(forward):
+    """plugin_timeout 1 s, timeout 5 s, the dot answered after 2 s: 250 with its queue id, not a plugin failure."""
+    with stand_in(slow_dot) as port:
+        server = forward(["timeout = 5", "connect_timeout = 1", "starttls = no"], plugin_args="127.0.0.1 %d" % port,
+                         config={"plugin_timeout": "1"})
+        with raw_client(server) as client:
+            client.reply()
+            client.command("EHLO client.test")
+            client.command("MAIL FROM:<bob@%s>" % DOMAIN)
+            client.command("RCPT TO:<carol@%s>" % DOMAIN)
+            assert client.command("DATA").code == 354
+            started = time.monotonic()
+            reply = client.command(message("slow dot").decode() + ".")
+            waited = time.monotonic() - started
+        server.stop()  # drops the pooled connection: the stand-in's thread ends
+    assert reply.code == 250 and "queued as SLOWDOT" in reply.text, reply
+    assert 1.9 < waited < 5
