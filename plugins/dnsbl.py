@@ -50,8 +50,8 @@ through).
 Differences from qpsmtpd: it refuses at RCPT as qpsmtpd up to 0.84 did
 (qpsmtpd 0.96 refuses at connect, so its postmaster exemption only works
 with ``reject naughty``); IPv6 clients are checked; a zone without a
-message is asked for A and TXT (qpsmtpd asks only TXT), and only A answers
-in 127.0.0.0/8 are listings (a Spamhaus 127.255.255.x error code is not);
+message is asked for A, and for TXT (the reason) only when that lists the
+client (qpsmtpd asks only TXT), and only A answers in 127.0.0.0/8 are listings (a Spamhaus 127.255.255.x error code is not);
 ``dnsbl_rejectmsg`` prefixes every refusal (qpsmtpd 0.96 uses it only with
 ``RBLSMTPD``).
 """

@@ -30,7 +30,7 @@ HELO lookup has been commented out since 2012), but its reply then names
 the HELO host for TXT listings and the query name instead of the zone
 line's message for A listings; here the reply always names the sender's
 domain and gives the message or TXT.  A zone without a message is asked for
-A and TXT (qpsmtpd asks only TXT).  Zones are asked in parallel.
+A, and for TXT once that lists the domain (qpsmtpd asks only TXT).  Zones are asked in parallel.
 """
 from qpgevent import DECLINED, LOGINFO, arguments
 from qpgevent.address import domain_key

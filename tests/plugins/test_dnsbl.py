@@ -72,6 +72,9 @@ def test_unlisted_client_passes(tmp_path, dns):
     ts = session(make(tmp_path, dns), CLEAN)
     assert rcpt(ts).code == 250
     assert "dnsbl" not in ts.connection.notes
+    # RFC 5782: the A record is the listing; a client no zone lists costs no TXT question
+    assert dns.count("8.2.0.192." + TXT_ZONE, "A") >= 1
+    assert dns.count("8.2.0.192." + TXT_ZONE, "TXT") == 0
 
 
 def test_zone_message_replaces_the_txt_and_names_the_ip(tmp_path, dns):
