@@ -3,6 +3,7 @@
 
     bench/race.py [--reps 3] [--sizes "1024 102400"] [--conc 100] [--msgs "1024:1000 102400:500"]
                   [--peers "qpsmtpd-prefork qpsmtpd-forkserver haraka haraka-x2 postfix"] [--workers 2]
+                  [--profile SECS]
 
 The script runs itself again in network and mount namespaces of its own (``unshare -n -m``):
 nothing it does can reach past the namespace's loopback device.  There the load's connections
@@ -17,7 +18,7 @@ counted apart: its commands and CPU per message.
 
 - ``filters-1p`` / ``filters-wN``: qpgevent with bench/filters.py's CHAIN plus ``karma`` on Redis
   (``config/storage``); the bare ``core-*`` rows come along as a floor.
-- ``filters-wN-ttl0``: the same, asking a second DNS server (127.0.0.154) whose answers have TTL 0,
+- ``filters-1p-ttl0`` / ``filters-wN-ttl0``: the same, asking a second DNS server (127.0.0.154) whose answers have TTL 0,
   so qpgevent's resolver cache cannot help: what a server sees when every message comes from a new
   client and sender domain.
 - ``qpsmtpd-prefork`` / ``qpsmtpd-forkserver``: Debian qpsmtpd 0.94 (the copies of its binaries
@@ -68,6 +69,10 @@ QPSMTPD_PLUGINS = ["fcrdns", "dnsbl", "rhsbl", "helo policy strict reject 0", "r
                    "virus/klez_filter", "karma", "naughty", "rcpt_ok", "queue_discard"]
 HARAKA_PLUGINS = ["bench_not_private", "redis", "karma", "fcrdns", "dns-list", "helo.checks", "spf", "dkim",
                   "headers", "rcpt_to.in_host_list", "queue/discard"]
+# what the race runs, by the Debian package that has it (qpsmtpd's dmarc also needs libmail-dmarc-perl)
+TOOLS = {"nsd": "nsd", "nsd-control": "nsd", "policyd-spf": "postfix-policyd-spf-python", "opendkim": "opendkim",
+         "redis-server": "redis-server", "redis-cli": "redis-tools", "smtp-source": "postfix", "unshare": "util-linux",
+         "ip": "iproute2", "node": "nodejs"}
 POSTFIX_RESTRICTIONS = {
     "smtpd_peername_lookup": "yes",
     "mynetworks": "127.0.0.254/32",  # not the load's 127.0.0.1: no client is exempt from the checks
@@ -336,18 +341,16 @@ def report(runs: List[dict]) -> str:
 
 
 def start_qpgevent(work: Path, workers: int, redis: Redis, core: bool) -> list:
-    """The qpgevent rows: (core and) filters with 1 process and ``workers`` workers, and filters-wN-ttl0."""
+    """The qpgevent rows, 1 process and ``workers`` workers each: (core,) filters, and filters-*-ttl0."""
     storage = "redis://127.0.0.1:%d/0" % redis.port
-    main_dns, ttl0_dns = "%s:53" % DNS_HOST, "%s:53" % DNS_HOST_TTL0
     servers = []
     for n in [0, workers] if workers else [0]:
         variant = "w%d" % n if n else "1p"
         if core:
-            servers.append(start_server(work, "core-" + variant, ["rcpt_ok", "queue/discard"], main_dns, n))
-        servers.append(start_server(work, "filters-" + variant, QPGEVENT_CHAIN, main_dns, n, storage=storage))
-    n = workers or 0
-    servers.append(start_server(work, "filters-%s-ttl0" % ("w%d" % n if n else "1p"), QPGEVENT_CHAIN, ttl0_dns, n,
-                                storage=storage))
+            servers.append(start_server(work, "core-" + variant, ["rcpt_ok", "queue/discard"], DNS_HOST + ":53", n))
+        servers.append(start_server(work, "filters-" + variant, QPGEVENT_CHAIN, DNS_HOST + ":53", n, storage=storage))
+        servers.append(start_server(work, "filters-%s-ttl0" % variant, QPGEVENT_CHAIN, DNS_HOST_TTL0 + ":53", n,
+                                    storage=storage))
     return servers
 
 
@@ -390,9 +393,15 @@ def main() -> None:
     parser.add_argument("--peers", default="qpsmtpd-prefork qpsmtpd-forkserver haraka haraka-x2 postfix")
     parser.add_argument("--no-core", action="store_true", help="leave out the bare core rows")
     parser.add_argument("--no-ours", action="store_true", help="peers only (to try a peer's set-up)")
+    parser.add_argument("--profile", type=float, default=0, metavar="SECS",
+                        help="afterwards, py-spy seconds on filters-1p and filters-1p-ttl0")
     args = parser.parse_args()
     if not (RUN / "qpsmtpd/bin/qpsmtpd-prefork").exists() or not (RUN / "haraka-pkg").exists():
         raise SystemExit("run ../shared/bench/peers/run_peers.sh --install-only first (PEERS_RUN_DIR=%s)" % RUN)
+    missing_tools = [tool for tool, package in TOOLS.items() if shutil.which(tool) is None]
+    if missing_tools or not Path("/usr/share/perl5/Mail/DMARC.pm").exists():
+        raise SystemExit("missing %s: apt-get install %s" % (", ".join(missing_tools) or "Mail::DMARC", " ".join(
+            sorted({TOOLS[t] for t in missing_tools} | {"libmail-dmarc-perl"}))))
     enter_private_network([str(Path(__file__).resolve()), *sys.argv[1:]])
     sizes = [int(x) for x in args.sizes.split()]
     counts = {int(s): int(n) for s, n in (x.split(":") for x in args.msgs.split())}
@@ -459,6 +468,12 @@ def main() -> None:
             text += ["## Missing", ""] + ["- " + m for m in missing] + [""]
         for server in checked:
             text += ["- %s log: %s" % (server.name, line[:200]) for line in server.problems()[:3]]
+        if args.profile:
+            for name in ("filters-1p", "filters-1p-ttl0"):
+                server = next((s for s in checked if s.name == name), None)
+                if server is not None:
+                    text += ["", "## profile %s (1 KB, c=%d)" % (name, args.conc), "", "```",
+                             filters.profile(server, messages[min(sizes)], args).rstrip(), "```"]
         Path(str(out) + ".md").write_text("\n".join(text) + "\n")
         print("\n".join(text))
         log("results: %s.{md,jsonl}" % out)

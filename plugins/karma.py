@@ -15,7 +15,9 @@ history below -5 gets a day more per offence.
 Notes for other plugins: ``karma_history`` (nice minus naughty connections
 of this IP so far, set at pre-connection, so list karma before
 ``hosts_allow``) and ``karma`` (this connection's score; a history above 10
-starts it at 1).
+starts it at 1).  Its own: ``karma_record``, the record read at
+pre-connection, which the connect hook uses rather than reading the store
+again.
 
 Arguments (qpsmtpd's, as pairs)::
 
@@ -163,10 +165,22 @@ def calc_karma(self, record):
 
 def hook_pre_connection(self, transaction, **params):
     self.qp.connection.notes["karma_history"] = 0
-    _, record = load(self, params.get("remote_ip") or self.qp.connection.remote_ip)
+    ip = params.get("remote_ip") or self.qp.connection.remote_ip
+    name, record = load(self, ip)
     if record is not None:
         calc_karma(self, record)
+        # hook_connect, a moment later, decides from the same record: one read of the store, not two
+        self.qp.connection.notes["karma_record"] = (ip, name, record)
     return DECLINED
+
+
+def connect_record(self):
+    """(key, Record or None) of the client: pre-connection's read, unless the client changed since (XCLIENT)."""
+    ip = self.qp.connection.remote_ip
+    read = self.qp.connection.notes.pop("karma_record", None)
+    if read is not None and read[0] == ip:
+        return read[1], read[2]
+    return load(self, ip)
 
 
 def hook_connect(self, transaction):
@@ -174,7 +188,7 @@ def hook_connect(self, transaction):
     notes["karma"] = 0
     if self.is_immune():
         return DECLINED
-    name, record = load(self, self.qp.connection.remote_ip)
+    name, record = connect_record(self)
     if record is None:
         return DECLINED
     if not record.connects and not record.penalty_start:

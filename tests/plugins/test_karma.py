@@ -81,6 +81,22 @@ def test_a_naughty_connection_puts_a_new_client_in_the_penalty_box(karma):
     assert connect(0, ip="192.0.2.11").greeting[0].code == 220  # another client is not concerned
 
 
+def test_a_connection_reads_the_store_once_before_it_ends(karma):
+    """pre-connection's read serves the connect hook too (the store is asked again only to record at the end)."""
+    connect = karma()
+    visit(connect, -3)
+    reads = []
+    store = connect.plugin.store
+    original = store.get
+    store.get = lambda key: reads.append(key) or original(key)
+    try:
+        ts = connect(0)
+    finally:
+        store.get = original
+    assert ts.greeting[0].code == 554  # decided at connect from that one read: the client is in the penalty box
+    assert reads == ["karma:" + IP]
+
+
 def test_default_reject_naughty_leaves_the_refusal_to_the_naughty_plugin(karma):
     connect = karma("karma", extra=["naughty"])
     visit(connect, -3)
