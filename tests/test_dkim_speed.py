@@ -1,6 +1,9 @@
 """qpgevent/dkim_speed.py gives exactly what dkimpy's own helpers give (they are the model), faster."""
+import importlib.util
+
 import dkim
 import dkim.canonicalization
+import dkim.crypto
 from hypothesis import given, settings, strategies as st
 
 from qpgevent import dkim_speed
@@ -8,6 +11,16 @@ from qpgevent import dkim_speed
 ORIGINAL_COMPRESS = dkim.canonicalization.compress_whitespace
 ORIGINAL_STRIP = dkim.canonicalization.strip_trailing_whitespace
 ORIGINAL_PARSE = dkim_speed._ORIGINAL_PARSE
+
+def _dkimpy_crypto():
+    """A fresh copy of dkim/crypto.py: its own int2str and str2int, whatever install() put in the module's place."""
+    spec = importlib.util.spec_from_file_location("dkimpy_crypto_model", dkim.crypto.__file__)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+MODEL = _dkimpy_crypto()
 
 # Bytes rich in what the helpers look at: spaces, tabs, CR, LF, colons, "From ".
 PIECES = st.sampled_from([b" ", b"  ", b"\t", b"\r", b"\n", b"\r\n", b"a", b"Subject:", b"From ", b":", b"x y",
@@ -46,3 +59,32 @@ def test_install_puts_them_in_dkimpys_place():
     dkim_speed.install()
     assert dkim.rfc822_parse is dkim_speed.rfc822_parse
     assert dkim.canonicalization.compress_whitespace is dkim_speed.compress_whitespace
+
+
+@settings(max_examples=1000)
+@given(st.integers(min_value=0, max_value=1 << 4100), st.integers(min_value=-1, max_value=520))
+def test_integer_conversions_match_dkimpy(n, length):
+    assert dkim_speed.int2str(n, length) == MODEL.int2str(n, length)
+    octets = bytes(MODEL.int2str(n))
+    assert dkim_speed.str2int(octets) == MODEL.str2int(octets) == n
+
+
+def test_a_signed_message_verifies_and_a_changed_one_does_not_with_the_helpers_installed():
+    """The RSA check end to end with the stand-ins and the kept key: dkimpy signs, dkimpy verifies."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    import base64
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                            serialization.NoEncryption())
+    public = base64.b64encode(key.public_key().public_bytes(serialization.Encoding.DER,
+                                                            serialization.PublicFormat.SubjectPublicKeyInfo))
+    record = b"v=DKIM1; k=rsa; p=" + public
+    message = b"From: a@speed.test\r\nTo: b@example.com\r\nSubject: hi\r\n\r\nHello.\r\n"
+    signed = dkim.sign(message, b"sel", b"speed.test", pem) + message
+    dkim_speed.install()
+    dnsfunc = lambda name, timeout=5: record  # noqa: E731
+    for _ in range(2):  # the second time from the kept key
+        assert dkim.verify(signed, dnsfunc=dnsfunc)
+    assert not dkim.verify(signed.replace(b"Hello.", b"Hullo."), dnsfunc=dnsfunc)
