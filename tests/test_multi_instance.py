@@ -285,7 +285,9 @@ def test_a_hung_redis_costs_one_timeout_not_every_session_nor_the_health_checks(
             assert send(cluster, "127.0.0.%d" % (200 + len(seconds)), subject="hung redis") == {}
             seconds.append(time.monotonic() - started)
             statuses.update(cluster.haproxy.status(name) for name in INSTANCES)
-        assert statuses == {"UP"}  # no health check waited on Redis past "timeout check"
+        # Never out of service: a check that began before the first timeout marked the store down may wait
+        # that timeout and fail once ("UP 1/2"; fall 2), but not two in a row, as every later one is quick.
+        assert all(status.startswith("UP") for status in statuses), statuses
         assert sum(1 for s in seconds if s > TIMEOUT / 2) <= 2 * len(INSTANCES), seconds  # one wait per instance
         assert max(seconds) < 3 * TIMEOUT + 1, seconds
         assert "not asked again" in "".join(server.log for server in cluster.instances.values())
