@@ -16,7 +16,7 @@ TYPE_CODES = {"A": 1, "AAAA": 28, "MX": 15, "TXT": 16, "PTR": 12}
 NOERROR, FORMERR, SERVFAIL, NXDOMAIN = 0, 1, 2, 3
 CLASS_IN = 1
 CNAME, SOA = 5, 6
-MAX_CHAIN = 16  # CNAMEs followed inside one answer, as dnspython allows
+MAX_CHAIN = 16  # CNAMEs followed inside one answer: fewer than this, as dnspython allows
 EDNS_UDP_SIZE = 1232
 # The header after the id: RD set; one question, one additional record (the OPT).
 _QUERY_HEADER = struct.pack("!HHHHH", 0x0100, 1, 0, 0, 1)
@@ -105,15 +105,19 @@ def _parse(wire: bytes, asked: bytes) -> Response:
     answer, offset = _records(wire, offset, ancount)
     target = asked[:-4].lower()
     ttl = None
-    for _ in range(MAX_CHAIN + 1):
+    for _ in range(MAX_CHAIN):
         rrset = [rr for rr in answer if rr[1] == qtype and rr[0] == target]
+        if rrset and rcode == NXDOMAIN:
+            raise ParseError("NXDOMAIN with an answer")
         if rrset:
             ttl = min([rr[2] for rr in rrset] + ([ttl] if ttl is not None else []))
             return Response(rcode, False, _decode(wire, qtype, rrset), ttl)
-        cname = next((rr for rr in answer if rr[1] == CNAME and rr[0] == target), None)
-        if cname is None:
+        cnames = [rr for rr in answer if rr[1] == CNAME and rr[0] == target]
+        if not cnames:
             break
-        ttl = cname[2] if ttl is None else min(ttl, cname[2])
+        # A name has one CNAME at most: of several (a broken server) the last holds, as in dnspython.
+        ttl = min([rr[2] for rr in cnames] + ([ttl] if ttl is not None else []))
+        cname = cnames[-1]
         target, end = _name(wire, cname[3])
         if end != cname[3] + cname[4]:
             raise ParseError("CNAME data of the wrong length")
