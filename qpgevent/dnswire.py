@@ -10,10 +10,10 @@ instead of a truncated answer and a TCP retry, and 1232 octets avoids IP
 fragmentation (the DNS flag day 2020 value).
 """
 import struct
-from typing import Any, List, NamedTuple, Optional, Tuple
+from typing import Any, List, NamedTuple, Tuple
 
 TYPE_CODES = {"A": 1, "AAAA": 28, "MX": 15, "TXT": 16, "PTR": 12}
-NOERROR, FORMERR, SERVFAIL, NXDOMAIN = 0, 1, 2, 3
+NOERROR, FORMERR, NXDOMAIN = 0, 1, 3
 CLASS_IN = 1
 CNAME, SOA = 5, 6
 MAX_CHAIN = 16  # CNAMEs followed inside one answer: fewer than this, as dnspython allows

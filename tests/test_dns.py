@@ -330,3 +330,18 @@ def test_the_next_server_is_asked_when_one_fails(responder, dns_server, failure)
 def test_an_idna_name_is_asked_in_its_ascii_form(resolver, dns_server):
     dns_server.add_zone("dns-idna.example.", ["xn--bcher-kva 300 IN A 192.0.2.44"])
     assert resolver.a("bücher.dns-idna.example").records == ("192.0.2.44",)
+
+
+def test_a_server_without_edns_is_asked_again_without_it(responder):
+    """RFC 6891 7: FORMERR to a query with an OPT record -> the same question without one."""
+    def reply(server, query, client):
+        if query.edns >= 0:
+            response = dns.message.make_response(query)
+            response.set_rcode(dns.rcode.FORMERR)
+            server.send(response, client)
+        else:
+            server.send(_answer(query), client)
+
+    server = responder(reply)
+    assert Resolver([server.address], timeout=2).a("old.test").records == ("192.0.2.1",)
+    assert len(server.clients) == 2
