@@ -1,11 +1,16 @@
 """The one DNS resolver of a process: cached, cooperative, bounded, for every plugin.
 
-Built on dnspython's blocking API, which only pauses the calling session
-under the server's gevent monkey-patching.  Plugins reach it as
-``self.smtpd.dns`` (see docs/writing-plugins.md).
+A stub resolver over plain blocking sockets, which only pause the calling
+session under the server's gevent monkey-patching; the messages are built
+and read by qpgevent/dnswire.py.  dnspython serves only what is off the hot
+path: /etc/resolv.conf, non-ASCII (IDNA) names and reverse names.  Plugins
+reach it as ``self.smtpd.dns`` (see docs/writing-plugins.md).
 """
 import enum
 import ipaddress
+import random
+import socket
+import struct
 import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
@@ -13,18 +18,18 @@ from typing import Any, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 import dns.exception
 import dns.name
-import dns.nameserver
-import dns.rdatatype
 import dns.resolver
 import dns.reversename
 
+from . import dnswire
 from .config import Config
 from .errors import ConfigError
 from .netlist import host_port
 
 DEFAULT_TIMEOUT = 5.0
 CACHE_SIZE = 10000  # answers kept per process; the least recently used go first
-TYPES = ("A", "AAAA", "MX", "TXT", "PTR")
+TYPES = tuple(dnswire.TYPE_CODES)
+_ids = random.SystemRandom()  # query ids unpredictable to an off-path spoofer (RFC 5452)
 
 
 class Status(enum.Enum):
@@ -65,16 +70,6 @@ def reverse_name(ip: str) -> str:
     return dns.reversename.from_address(str(ipaddress.ip_address(ip))).to_text(omit_final_dot=True)
 
 
-def _record(rdtype: str, rdata: Any) -> Any:
-    if rdtype in ("A", "AAAA"):
-        return rdata.address
-    if rdtype == "MX":
-        return rdata.preference, rdata.exchange.to_text(omit_final_dot=True)
-    if rdtype == "TXT":
-        return b"".join(rdata.strings).decode("utf-8", "replace")
-    return rdata.target.to_text(omit_final_dot=True)  # PTR
-
-
 class Resolver:
     """Lookups of A, AAAA, MX, TXT and PTR records, each bounded by ``timeout`` seconds.
 
@@ -86,23 +81,18 @@ class Resolver:
 
     def __init__(self, servers: Optional[Sequence[Tuple[str, int]]] = None, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.timeout = timeout
-        self._resolver = dns.resolver.Resolver(configure=servers is None)
-        if servers is not None:
-            self._resolver.nameservers = [dns.nameserver.Do53Nameserver(ip, port) for ip, port in servers]
-        # One try per server within the whole lookup's time, not `timeout` per server.
-        self._resolver.lifetime = timeout
-        self._resolver.cache = dns.resolver.LRUCache(CACHE_SIZE)
-        # Our own results by (name, type), for their TTL: a cached answer costs a dict lookup, not
-        # dnspython's name parsing and resolution objects (most of a filter chain's DNS cost).
+        if servers is None:
+            system = dns.resolver.Resolver()
+            # Plain addresses (resolv.conf) or Do53Nameservers, by dnspython's version; no DoH/DoT there.
+            servers = [(server, system.port) if isinstance(server, str) else (server.address, server.port)
+                       for server in system.nameservers if isinstance(server, str) or hasattr(server, "address")]
+        self._servers = list(servers)
+        # Our own results by (name, type), for their TTL: a cached answer costs a dict lookup.
         self._results: "OrderedDict[Tuple[str, str], Tuple[float, Result]]" = OrderedDict()
 
     def describe(self) -> str:
         """The servers asked and the time allowed, for --check-config."""
-        resolver = self._resolver
-        # The system configuration gives addresses as text, config/dns_servers gives Do53Nameservers.
-        pairs = [(server, resolver.port) if isinstance(server, str) else (server.address, server.port)
-                 for server in resolver.nameservers]
-        servers = ", ".join(("[%s]:%d" if ":" in ip else "%s:%d") % (ip, port) for ip, port in pairs)
+        servers = ", ".join(("[%s]:%d" if ":" in ip else "%s:%d") % (ip, port) for ip, port in self._servers)
         return "%s (timeout %gs)" % (servers or "none", self.timeout)
 
     def lookup(self, name: str, rdtype: str) -> Result:
@@ -129,22 +119,36 @@ class Resolver:
         return result
 
     def _ask(self, name: str, rdtype: str) -> Result:
+        """Ask each server in turn, within ``timeout`` seconds in all, until one answers."""
         try:
-            answer = self._resolver.resolve(name, rdtype, search=False, raise_on_no_answer=False)
-        except dns.resolver.NXDOMAIN as exc:
-            return self._keep(Result(name, rdtype, Status.NXDOMAIN), _negative_ttl(exc))
-        except (dns.name.NameTooLong, dns.name.EmptyLabel, dns.name.LabelTooLong):
-            return Result(name, rdtype, Status.NXDOMAIN)
-        except dns.exception.Timeout:
-            return Result(name, rdtype, Status.TIMEOUT)
-        except dns.exception.DNSException:  # NoNameservers (every server failed or refused), YXDOMAIN, ...
+            asked = dnswire.question(_wire_name(name), rdtype)
+        except (ValueError, dns.name.NameTooLong, dns.name.EmptyLabel, dns.name.LabelTooLong):
+            return Result(name, rdtype, Status.NXDOMAIN)  # a malformed name cannot exist
+        except dns.exception.DNSException:  # an IDNA error, a bad escape
             return Result(name, rdtype, Status.SERVFAIL)
-        ttl = answer.expiration - time.time()
-        if answer.rrset is None:
-            return self._keep(Result(name, rdtype, Status.NODATA), ttl)
-        records = [_record(rdtype, rdata) for rdata in answer.rrset]
-        return self._keep(Result(name, rdtype, Status.ANSWER, tuple(sorted(records) if rdtype == "MX" else records)),
-                          ttl)
+        deadline = time.monotonic() + self.timeout
+        silent = False
+        for left in range(len(self._servers), 0, -1):
+            # A silent server may take only its share of the time left, so that every server gets a try.
+            wait = (deadline - time.monotonic()) / left
+            if wait <= 0:
+                break
+            try:
+                response = _query(self._servers[-left], asked, wait)
+            except TimeoutError:
+                silent = True
+                continue
+            except (OSError, dnswire.ParseError):  # refused port, unreachable, malformed: the next server
+                continue
+            if response.rcode == dnswire.NXDOMAIN:
+                return self._keep(Result(name, rdtype, Status.NXDOMAIN), response.ttl)
+            if response.rcode == dnswire.NOERROR:
+                if not response.records:
+                    return self._keep(Result(name, rdtype, Status.NODATA), response.ttl)
+                records = tuple(sorted(response.records)) if rdtype == "MX" else response.records
+                return self._keep(Result(name, rdtype, Status.ANSWER, records), response.ttl)
+            # SERVFAIL, REFUSED, NOTIMP, ...: the next server
+        return Result(name, rdtype, Status.TIMEOUT if silent or time.monotonic() >= deadline else Status.SERVFAIL)
 
     def a(self, name: str) -> Result:
         return self.lookup(name, "A")
@@ -194,13 +198,72 @@ class Resolver:
         return results
 
 
-def _negative_ttl(exc: dns.resolver.NXDOMAIN) -> float:
-    """How long an NXDOMAIN may be cached (RFC 2308 5: the SOA's TTL, capped by its minimum); 0 without an SOA."""
-    for response in exc.responses().values():
-        for rrset in response.authority:
-            if rrset.rdtype == dns.rdatatype.SOA:
-                return min(rrset.ttl, rrset[0].minimum)
-    return 0
+def _wire_name(name: str) -> bytes:
+    """``name`` in wire form: ASCII straight, anything else (IDNA, escapes) through dnspython."""
+    if name.isascii() and "\\" not in name:
+        return dnswire.encode_name(name)
+    return dns.name.from_text(name).to_wire()
+
+
+def _query(server: Tuple[str, int], asked: bytes, wait: float) -> dnswire.Response:
+    """One server's response to the ``asked`` question within ``wait`` seconds; over TCP when truncated.
+
+    TimeoutError if it stays silent, OSError or dnswire.ParseError if it fails.
+    """
+    deadline = time.monotonic() + wait
+    qid = _ids.getrandbits(16)
+    response = _udp(server, dnswire.make_query(qid, asked), qid, asked, deadline)
+    if response.rcode == dnswire.FORMERR:  # RFC 6891 7: a server that knows no EDNS, asked again without it
+        response = _udp(server, dnswire.make_query(qid, asked, edns=False), qid, asked, deadline)
+    if response.truncated:
+        response = _tcp(server, dnswire.make_query(qid, asked), qid, asked, deadline)
+    return response
+
+
+def _udp(server: Tuple[str, int], query: bytes, qid: int, asked: bytes, deadline: float) -> dnswire.Response:
+    # A fresh socket each time: the OS picks a new random source port (RFC 5452); connected, so the
+    # kernel drops datagrams from any other address than the server asked.
+    with socket.socket(socket.AF_INET6 if ":" in server[0] else socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.connect(server)
+        sock.send(query)
+        while True:
+            _settimeout(sock, deadline)
+            wire = sock.recv(65535)
+            if dnswire.answers(wire, qid, asked):
+                return dnswire.parse(wire, asked)
+            # Another id or question: a spoofing attempt or a late answer to an earlier query; ignored.
+
+
+def _tcp(server: Tuple[str, int], query: bytes, qid: int, asked: bytes, deadline: float) -> dnswire.Response:
+    with socket.socket(socket.AF_INET6 if ":" in server[0] else socket.AF_INET, socket.SOCK_STREAM) as sock:
+        _settimeout(sock, deadline)
+        sock.connect(server)
+        sock.sendall(struct.pack("!H", len(query)) + query)
+        wire = _receive(sock, struct.unpack("!H", _receive(sock, 2, deadline))[0], deadline)
+    if not dnswire.answers(wire, qid, asked):
+        raise dnswire.ParseError("a TCP response to another question")
+    response = dnswire.parse(wire, asked)
+    if response.truncated:
+        raise dnswire.ParseError("a truncated TCP response")
+    return response
+
+
+def _receive(sock: socket.socket, size: int, deadline: float) -> bytes:
+    data = b""
+    while len(data) < size:
+        _settimeout(sock, deadline)
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise dnswire.ParseError("connection closed within a response")
+        data += chunk
+    return data
+
+
+def _settimeout(sock: socket.socket, deadline: float) -> None:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError
+    sock.settimeout(left)
 
 
 def _gevent_patched() -> bool:

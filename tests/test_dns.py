@@ -1,8 +1,13 @@
 """The shared resolver (qpgevent/dns.py) against a real DNS server on 127.0.0.1 (tests/dnsserver.py)."""
 import smtplib
+import socket
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import dns.message
+import dns.rcode
+import dns.rrset
 import pytest
 
 from qpgevent.dns import Resolver, Status, reverse_name
@@ -205,3 +210,138 @@ def test_without_any_server_a_lookup_is_temporary():
     """No dns_servers and none in /etc/resolv.conf: the server starts, and every lookup is a temporary SERVFAIL."""
     result = Resolver([], 1.0).a("example.com")
     assert result.status is Status.SERVFAIL and result.temporary
+
+
+class Responder:
+    """A one-socket UDP 'server' on 127.0.0.1 whose ``reply(query, wire, client)`` sends what a test wants."""
+
+    def __init__(self, reply):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.address = self.sock.getsockname()
+        self.clients = []  # (source address, query id) of every query received
+        self._reply = reply
+        self._running = True
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self):
+        while self._running:
+            try:
+                wire, client = self.sock.recvfrom(65535)
+            except OSError:
+                continue
+            query = dns.message.from_wire(wire)
+            self.clients.append((client, query.id))
+            self._reply(self, query, client)
+
+    def send(self, message, client):
+        self.sock.sendto(message.to_wire(), client)
+
+    def close(self):
+        self._running = False
+        self._thread.join(5)
+        self.sock.close()
+
+
+@pytest.fixture
+def responder():
+    started = []
+    yield lambda reply: started.append(Responder(reply)) or started[-1]
+    for one in started:
+        one.close()
+
+
+def _answer(query, name=None, address="192.0.2.1"):
+    """A response to ``query`` giving ``address`` (for ``name``: another question, if given)."""
+    if name is not None:
+        query = dns.message.make_query(name, "A", id=query.id)
+    response = dns.message.make_response(query)
+    response.answer.append(dns.rrset.from_text(query.question[0].name, 60, "IN", "A", address))
+    return response
+
+
+def _spoofs(responder, query, client):
+    """The forgeries an off-path attacker could send: another id, another question, another source address."""
+    wrong_id = _answer(query, address="192.0.2.66")
+    wrong_id.id ^= 0x5A5A
+    responder.send(wrong_id, client)
+    responder.send(_answer(query, name="other.spoof.test", address="192.0.2.67"), client)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other:
+        other.bind(("127.0.0.2", responder.address[1]))  # the server's port, another address
+        other.sendto(_answer(query, address="192.0.2.68").to_wire(), client)
+    time.sleep(0.1)
+
+
+def test_forged_responses_are_ignored_and_the_real_one_taken(responder):
+    """RFC 5452: a response with another id or question, or from another address, is not an answer."""
+    def reply(server, query, client):
+        _spoofs(server, query, client)
+        server.send(_answer(query), client)
+
+    server = responder(reply)
+    assert Resolver([server.address], timeout=2).a("host.spoof.test").records == ("192.0.2.1",)
+
+
+def test_only_forged_responses_are_a_timeout(responder):
+    server = responder(_spoofs)
+    started = time.monotonic()
+    assert Resolver([server.address], timeout=1).a("host.spoof.test").status is Status.TIMEOUT
+    assert 0.9 <= time.monotonic() - started < 1.6
+
+
+def test_a_silent_server_is_a_timeout_within_the_bound(responder):
+    server = responder(lambda *args: None)
+    started = time.monotonic()
+    assert Resolver([server.address], timeout=0.8).mx("silent.test").status is Status.TIMEOUT
+    assert 0.7 <= time.monotonic() - started < 1.4
+
+
+def test_ids_and_source_ports_are_random(responder):
+    server = responder(lambda server, query, client: server.send(_answer(query), client))
+    resolver = Resolver([server.address], timeout=2)
+    for i in range(12):
+        assert resolver.a("n%d.random.test" % i).found
+    assert len({port for (_, port), _ in server.clients}) >= 10 and len({qid for _, qid in server.clients}) >= 10
+
+
+@pytest.mark.parametrize("failure", ["refused", "servfail", "garbage", "silent"])
+def test_the_next_server_is_asked_when_one_fails(responder, dns_server, failure):
+    """A server that refuses, fails, answers garbage or stays silent (its share of the time) -> the next one."""
+    def reply(server, query, client):
+        response = dns.message.make_response(query)
+        if failure == "garbage":
+            server.sock.sendto(response.to_wire()[:14], client)  # the question cut short: ignored
+            asked = response.question[0].name.to_wire() + b"\x00\x01\x00\x01"
+            server.sock.sendto(response.to_wire()[:6] + b"\x00\x01\x00\x00\x00\x00" + asked + b"\xc0",
+                               client)  # our question, then a record announced and cut short
+        elif failure != "silent":
+            response.set_rcode(dns.rcode.REFUSED if failure == "refused" else dns.rcode.SERVFAIL)
+            server.send(response, client)
+
+    first = responder(reply)
+    started = time.monotonic()
+    result = Resolver([first.address, dns_server.address], timeout=2).a("host.test")
+    assert sorted(result.records) == ["192.0.2.1", "192.0.2.2"] and len(first.clients) == 1
+    assert time.monotonic() - started < (1.5 if failure == "silent" else 0.5)
+
+
+def test_an_idna_name_is_asked_in_its_ascii_form(resolver, dns_server):
+    dns_server.add_zone("dns-idna.example.", ["xn--bcher-kva 300 IN A 192.0.2.44"])
+    assert resolver.a("bücher.dns-idna.example").records == ("192.0.2.44",)
+
+
+def test_a_server_without_edns_is_asked_again_without_it(responder):
+    """RFC 6891 7: FORMERR to a query with an OPT record -> the same question without one."""
+    def reply(server, query, client):
+        if query.edns >= 0:
+            response = dns.message.make_response(query)
+            response.set_rcode(dns.rcode.FORMERR)
+            server.send(response, client)
+        else:
+            server.send(_answer(query), client)
+
+    server = responder(reply)
+    assert Resolver([server.address], timeout=2).a("old.test").records == ("192.0.2.1",)
+    assert len(server.clients) == 2
