@@ -88,6 +88,9 @@ POSTFIX_RESTRICTIONS = {
     "milter_default_action": "tempfail",
     # all the load comes from one address: no per-client limit, as for the others (qpsmtpd --max-from-ip 0)
     "smtpd_client_connection_count_limit": "0",
+    # between its runs Postfix sits idle for minutes: a postlogd restarted after max_idle (100 s) deadlocked
+    # here on its own log socket, and every daemon with it; an hour keeps the whole race on one postlogd
+    "max_idle": "3600s",
 }
 
 
@@ -117,10 +120,15 @@ def free_port() -> int:
 
 
 class Peer:
-    """A peer server started here: name, address, process (its tree is measured), log_path."""
+    """A peer server started here: name, address, process (its tree is measured), log_path.
 
-    def __init__(self, name: str, command: List[str], cwd: Path, env: dict, port: int, log_path: Path) -> None:
-        self.name, self.address, self.log_path = name, ("127.0.0.1", port), log_path
+    ``stop_command``: run first at stop, for a server whose daemons leave the process group (Postfix's
+    master and OpenDKIM call setsid).
+    """
+
+    def __init__(self, name: str, command: List[str], cwd: Path, env: dict, port: int, log_path: Path,
+                 stop_command: Optional[List[str]] = None) -> None:
+        self.name, self.address, self.log_path, self.stop_command = name, ("127.0.0.1", port), log_path, stop_command
         with open(log_path, "ab") as out:
             self.process = subprocess.Popen(command, cwd=str(cwd), env={**os.environ, **env}, stdin=subprocess.DEVNULL,
                                             stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -141,6 +149,8 @@ class Peer:
             raise RuntimeError("%s did not greet on %d" % (name, port))
 
     def stop(self) -> None:
+        if self.stop_command:
+            subprocess.run(self.stop_command, capture_output=True, timeout=60)
         if self.process.poll() is None:
             try:
                 os.killpg(self.process.pid, signal.SIGTERM)
@@ -253,7 +263,8 @@ def postfix(work: Path) -> Peer:
     subprocess.run(["chmod", "-R", "a+rX", str(base)], check=True)
     # opendkim first, then exec postfix start-fg: opendkim becomes a child of Postfix's master
     command = ["sh", "-c", 'opendkim -f -x "$1" & exec postfix -c "$2" start-fg', "sh", str(dkim_conf), str(etc)]
-    return Peer("postfix", command, base, {}, port, base / "maillog")
+    return Peer("postfix", command, base, {}, port, base / "maillog", stop_command=[
+        "sh", "-c", 'postfix -c "$1" stop; kill $(cat "$2")', "sh", str(etc), str(base / "opendkim.pid")])
 
 
 class Redis:
