@@ -16,6 +16,7 @@ from collections import Counter
 from typing import Dict, Optional
 
 from procfs import tree_cpu_seconds
+from qpgevent.testing import end_process
 
 
 class NSD:
@@ -65,10 +66,4 @@ class NSD:
         return tree_cpu_seconds(self.process.pid)
 
     def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        end_process(self.process)

@@ -56,6 +56,7 @@ import filters  # noqa: E402
 from ab import PEERS  # noqa: E402
 from filters import CHAIN, DOMAIN, cpu_ms, failures, log, signed_messages, start_server, zones  # noqa: E402
 from nsd import NSD  # noqa: E402
+from qpgevent.testing import end_process  # noqa: E402
 
 RUN = Path(os.environ.get("PEERS_RUN_DIR") or Path(os.environ.get("TMPDIR", "/tmp")) / "qpgevent-peers")
 DNS_HOST, DNS_HOST_TTL0 = "127.0.0.153", "127.0.0.154"
@@ -297,8 +298,7 @@ class Redis:
                 "cpu": sum(float(fields[k]) for k in ("used_cpu_sys", "used_cpu_user"))}
 
     def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(10)
+        end_process(self.process)
 
 
 def questions(dns_servers: List[NSD]) -> Counter:

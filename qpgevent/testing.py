@@ -137,6 +137,18 @@ class RawClient:
         self.sock.close()
 
 
+def end_process(process: Optional[subprocess.Popen], timeout: float = 10.0) -> None:
+    """Stop a child process that may still run: SIGTERM, then SIGKILL if it outlasts ``timeout`` seconds."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def wait_for(predicate: Callable[[], Any], seconds: float = 10.0, step: float = 0.05) -> bool:
     """Poll ``predicate`` until it is true or ``seconds`` have passed; returns its last verdict."""
     deadline = time.monotonic() + seconds
@@ -430,13 +442,7 @@ class LiveServer:
         return Path(str(self._log_path) % self.port).read_text()
 
     def stop(self, timeout: float = 15.0) -> int:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        end_process(self.process, timeout)
         if not self._log.closed:
             self._log.seek(0)
             self.stderr = self._log.read()
@@ -479,6 +485,4 @@ class RedisServer:
             return False
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
+        end_process(self.process)

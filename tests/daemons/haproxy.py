@@ -18,7 +18,7 @@ import subprocess
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
-from qpgevent.testing import free_port, wait_for
+from qpgevent.testing import end_process, free_port, wait_for
 
 # Client and server timeouts longer than qpgevent's own, so that qpgevent says the last word.
 CONFIG = """\
@@ -130,10 +130,4 @@ class HAProxy:
         return wait_for(lambda: self.status(server) == wanted, seconds, step=0.1)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        end_process(self.process)

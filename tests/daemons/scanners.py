@@ -22,7 +22,7 @@ from typing import Callable, Iterator, List, Optional
 
 import pytest
 
-from qpgevent.testing import free_port
+from qpgevent.testing import end_process, free_port
 
 # Words the test rules look for.  Unusual strings, so that no real rule or signature matches them by chance.
 SPAM_WORD = "qpgevent-spam-word"          # spamd: 20 points; rspamd: 20 points (reject)
@@ -48,13 +48,7 @@ class Daemon:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        end_process(self.process)
         shutil.rmtree(self.directory, ignore_errors=True)
 
 

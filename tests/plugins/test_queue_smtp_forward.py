@@ -104,6 +104,15 @@ def raw_client(server):
         client.close()
 
 
+def ready_for_data(client):
+    """Greeting, EHLO, MAIL from bob, RCPT to carol, DATA: the client may send carol's message now."""
+    client.reply()
+    client.command("EHLO client.test")
+    client.command("MAIL FROM:<bob@%s>" % DOMAIN)
+    client.command("RCPT TO:<carol@%s>" % DOMAIN)
+    assert client.command("DATA").code == 354
+
+
 def trusted(postfix):
     return ["tls_ca_file = %s" % postfix.cert]
 
@@ -152,11 +161,7 @@ def test_the_client_hears_the_next_hop_queue_id(forward, postfix):
     """The 250 after the message carries Postfix's 'queued as' (250 only once Postfix has it)."""
     server = forward(trusted(postfix))
     with raw_client(server) as client:
-        client.reply()
-        client.command("EHLO client.test")
-        client.command("MAIL FROM:<bob@%s>" % DOMAIN)
-        client.command("RCPT TO:<carol@%s>" % DOMAIN)
-        assert client.command("DATA").code == 354
+        ready_for_data(client)
         reply = client.command(message("queue id").decode() + ".")
     assert reply.code == 250 and "queued as" in reply.text, reply
     delivered(postfix, "carol", "queue id")
@@ -659,11 +664,7 @@ def test_a_next_hop_slow_over_the_dot_outlasts_plugin_timeout(forward):
         server = forward(["timeout = 5", "connect_timeout = 1", "starttls = no"], plugin_args="127.0.0.1 %d" % port,
                          config={"plugin_timeout": "1"})
         with raw_client(server) as client:
-            client.reply()
-            client.command("EHLO client.test")
-            client.command("MAIL FROM:<bob@%s>" % DOMAIN)
-            client.command("RCPT TO:<carol@%s>" % DOMAIN)
-            assert client.command("DATA").code == 354
+            ready_for_data(client)
             started = time.monotonic()
             reply = client.command(message("slow dot").decode() + ".")
             waited = time.monotonic() - started
