@@ -48,6 +48,23 @@ def log(text: str) -> None:
     print("[bench/ab %s] %s" % (time.strftime("%H:%M:%S"), text), file=sys.stderr, flush=True)
 
 
+def rotation(servers: list, rep: int) -> list:
+    """The servers in repetition ``rep``'s order, for interleaved runs.
+
+    Rotated each rep, so every server takes every slot; the whole cycle
+    reversed every other time, so none keeps the same neighbour before it.
+    """
+    base = servers if rep // len(servers) % 2 == 0 else servers[::-1]
+    return base[rep % len(servers):] + base[:rep % len(servers)]
+
+
+def write_results(out: Path, text: list) -> None:
+    """The report as ``<out>.md`` and on stdout (the runs are already in ``<out>.jsonl``)."""
+    Path(str(out) + ".md").write_text("\n".join(text) + "\n")
+    print("\n".join(text))
+    log("results: %s.{md,jsonl}" % out)
+
+
 def git(*args: str) -> str:
     """Run git in this repository; its stdout, stripped."""
     return subprocess.run(["git", "-C", str(ROOT), *args], check=True, capture_output=True, text=True).stdout.strip()
@@ -175,10 +192,7 @@ def main() -> None:
         before = open("/proc/loadavg").read().split()[:3]
         with open(str(out) + ".jsonl", "w") as jsonl:
             for rep in range(args.reps):
-                # rotated each rep, so every server takes every slot; the whole cycle reversed
-                # every other time, so none keeps the same neighbour before it
-                base = servers if rep // len(servers) % 2 == 0 else servers[::-1]
-                order = base[rep % len(servers):] + base[:rep % len(servers)]
+                order = rotation(servers, rep)
                 for size in sizes:
                     for conc in concs:
                         for server in order:
@@ -200,9 +214,7 @@ def main() -> None:
             log("py-spy %g s on %s" % (args.profile, name))
             text += ["", "## profile %s" % name, "", "```", profile(next(s for s in servers if s.name == name),
                                                                      args.profile).rstrip(), "```"]
-        Path(str(out) + ".md").write_text("\n".join(text) + "\n")
-        print("\n".join(text))
-        log("results: %s.{md,jsonl}" % out)
+        write_results(out, text)
     finally:
         for server in servers:
             server.stop()

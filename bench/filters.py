@@ -40,7 +40,7 @@ from typing import Dict, List
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path[:0] = [str(HERE), str(ROOT / "tests")]
-from ab import cpu_ms, log  # noqa: E402
+from ab import cpu_ms, log, rotation, write_results  # noqa: E402
 from dnsserver import DNSServer, zone_text  # noqa: E402
 from procfs import tree_cpu_seconds  # noqa: E402
 from server import BenchServer  # noqa: E402
@@ -217,11 +217,8 @@ def main() -> None:
         runs = []
         with open(str(out) + ".jsonl", "w") as jsonl:
             for rep in range(args.reps):
-                order = servers[rep % len(servers):] + servers[:rep % len(servers)]
-                if rep % 2:
-                    order.reverse()
                 for size in sizes:
-                    for server in order:
+                    for server in rotation(servers, rep):
                         run = load(server, messages[size], args.conc, counts.get(size, 2000))
                         run.update(rep=rep, size=size)
                         runs.append(run)
@@ -240,9 +237,7 @@ def main() -> None:
             text += ["", "## profile filters-1p (1 KB, c=%d)" % args.conc, "", "```",
                      profile(next(s for s in servers if s.name == "filters-1p"), messages[min(sizes)], args).rstrip(),
                      "```"]
-        Path(str(out) + ".md").write_text("\n".join(text) + "\n")
-        print("\n".join(text))
-        log("results: %s.{md,jsonl}" % out)
+        write_results(out, text)
     finally:
         for server in servers:
             server.stop()

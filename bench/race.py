@@ -53,7 +53,7 @@ from typing import Dict, List, Optional
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import filters  # noqa: E402
-from ab import PEERS  # noqa: E402
+from ab import PEERS, rotation, write_results  # noqa: E402
 from filters import CHAIN, DOMAIN, cpu_ms, failures, log, signed_messages, start_server, zones  # noqa: E402
 from nsd import NSD  # noqa: E402
 from qpgevent.testing import end_process  # noqa: E402
@@ -443,11 +443,8 @@ def main() -> None:
         runs = []
         with open(str(out) + ".jsonl", "w") as jsonl:
             for rep in range(args.reps):
-                order = checked[rep % len(checked):] + checked[:rep % len(checked)]
-                if rep % 2:
-                    order.reverse()
                 for size in sizes:
-                    for server in order:
+                    for server in rotation(checked, rep):
                         q0, d0, r0 = questions(dns_servers), sum(d.cpu() for d in dns_servers), redis.info()
                         run = filters.load(server, messages[size], args.conc, counts.get(size, 1000))
                         r1 = redis.info()
@@ -485,9 +482,7 @@ def main() -> None:
                 if server is not None:
                     text += ["", "## profile %s (1 KB, c=%d)" % (name, args.conc), "", "```",
                              filters.profile(server, messages[min(sizes)], args).rstrip(), "```"]
-        Path(str(out) + ".md").write_text("\n".join(text) + "\n")
-        print("\n".join(text))
-        log("results: %s.{md,jsonl}" % out)
+        write_results(out, text)
     finally:
         for server in servers:
             server.stop()
