@@ -404,6 +404,7 @@ def main() -> None:
     parser.add_argument("--peers", default="qpsmtpd-prefork qpsmtpd-forkserver haraka haraka-x2 postfix")
     parser.add_argument("--no-core", action="store_true", help="leave out the bare core rows")
     parser.add_argument("--no-ours", action="store_true", help="peers only (to try a peer's set-up)")
+    parser.add_argument("--keep", action="store_true", help="keep the servers' directories and logs afterwards")
     parser.add_argument("--profile", type=float, default=0, metavar="SECS",
                         help="afterwards, py-spy seconds on filters-1p and filters-1p-ttl0")
     args = parser.parse_args()
@@ -490,6 +491,10 @@ def main() -> None:
             redis.stop()
         for dns in dns_servers:
             dns.close()
+        if args.keep:
+            log("servers' files and logs kept in %s" % work)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
