@@ -59,7 +59,10 @@ def rfc822_parse(message: bytes) -> tuple:
             fields.append([name.group(1), line[name.end():] + b"\r\n"])
         elif not line.startswith(b"From "):
             raise dkim.MessageFormatError("Unexpected characters in RFC822 header: %s" % line)
-    body = message[blank.end(1):].replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    body = message[blank.end(1):]
+    if b"\r" in body:  # the spool's LF-only message (the usual case) has no CRLF to undo first
+        body = body.replace(b"\r\n", b"\n")
+    body = body.replace(b"\n", b"\r\n")
     return fields, body
 
 
