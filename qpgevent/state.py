@@ -255,8 +255,10 @@ class RedisStore(Store):
         if self._pid != os.getpid():  # a fork: the parent's sockets are the parent's
             self._idle, self._pid = [], os.getpid()
         while True:
-            fresh = not self._idle
-            connection = self._connect() if fresh else self._idle.pop()
+            try:
+                connection, fresh = self._idle.pop(), False
+            except IndexError:  # (not a test first: a native thread may take the last one in between)
+                connection, fresh = self._connect(), True
             try:
                 replies = connection.execute(commands)
             except _ClosedWhileIdle:
