@@ -8,20 +8,23 @@
 
 A store connects lazily, once per process: a worker forked from the master
 never uses the master's sqlite connection or Redis socket.  Every call is
-bounded (sqlite's busy timeout, Redis socket timeouts); a backend that cannot
+bounded (sqlite's busy timeout, socket timeouts for Redis); a backend that cannot
 answer raises StateUnavailable and the calling plugin decides what that means.
 """
 import os
 import re
+import socket
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 from urllib.parse import unquote, urlsplit
 
 import gevent
 from gevent import monkey
 from gevent.threadpool import ThreadPool
+
+from . import resp
 
 TIMEOUT = 2.0  # seconds any one call may wait for a lock or for Redis
 PURGE_EVERY = 300.0  # seconds between sweeps of expired sqlite rows (reads ignore them anyway)
@@ -29,6 +32,7 @@ PURGE_EVERY = 300.0  # seconds between sweeps of expired sqlite rows (reads igno
 # server then costs one call TIMEOUT per pause, not every call of every session (nor every health check).
 RETRY_AFTER = 5.0
 POOL_SIZE = 4  # native threads (and sqlite connections) per process; calls beyond wait their turn
+MAX_IDLE = 16  # idle Redis connections kept per process; a burst beyond opens more and closes them after
 
 # The real ones, whatever gevent's monkey-patching has made of the threading module.
 _thread_local = monkey.get_original("threading", "local")
@@ -216,79 +220,181 @@ def _not_whole(key: str, value: Optional[str]) -> ValueError:
 
 
 class RedisStore(Store):
-    """Keys in one Redis database; Redis expires them itself."""
+    """Keys in one Redis database; Redis expires them itself.
+
+    A lean client (qpgevent/resp.py over plain sockets, which gevent's
+    monkey-patching makes cooperative): each call takes an idle connection of
+    this process (or opens one), sends its commands at once and reads the
+    replies, each wait bounded by TIMEOUT.  Only a connection that gave every
+    reply goes back; one that saw any error is closed.
+    """
 
     def __init__(self, url: str, host: str, port: int, db: int, password: Optional[str]) -> None:
         self.url = url
-        self._options = dict(host=host, port=port, db=db, password=password)
-        self._client: Any = None
+        self._host, self._port, self._db, self._password = host, port, db, password
+        self._idle: List[_RedisConnection] = []
         self._pid = 0
         self._down_until = 0.0
         self._down_reason = ""
 
-    def _redis(self) -> Any:
-        if self._pid != os.getpid():
-            import redis
-            from redis.backoff import NoBackoff
-            from redis.retry import Retry
-            # No retries: one bounded attempt, so a dead server costs a plugin at most TIMEOUT.
-            self._client = redis.Redis(**self._options, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT,
-                                       retry=Retry(NoBackoff(), 0), decode_responses=True)
-            self._pid = os.getpid()
-        return self._client
-
-    def _call(self, function: Any) -> Any:
-        import redis
+    def _call(self, *commands: List[resp.Part]) -> List[Any]:
+        """The replies to ``commands``, sent together; an error reply is a value here, not raised."""
         left = self._down_until - time.monotonic()
         if left > 0:
             raise StateUnavailable("state store %s: %s (not asked again for %.1f s)" % (self.url, self._down_reason, left))
         try:
-            return function(self._redis())
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            return self._exchange(commands)
+        except (OSError, resp.ProtocolError) as exc:
+            for idle in self._idle:  # made before the failure: as likely to be broken
+                idle.close()
+            self._idle = []
             self._down_until, self._down_reason = time.monotonic() + RETRY_AFTER, str(exc)
             raise StateUnavailable("state store %s: %s" % (self.url, exc)) from None
-        except redis.RedisError as exc:
-            raise StateUnavailable("state store %s: %s" % (self.url, exc)) from None
+
+    def _exchange(self, commands: Sequence[List[resp.Part]]) -> List[Any]:
+        if self._pid != os.getpid():  # a fork: the parent's sockets are the parent's
+            self._idle, self._pid = [], os.getpid()
+        while True:
+            try:
+                connection, fresh = self._idle.pop(), False
+            except IndexError:  # (not a test first: a native thread may take the last one in between)
+                connection, fresh = self._connect(), True
+            try:
+                replies = connection.execute(commands)
+            except _ClosedWhileIdle:
+                connection.close()
+                if fresh:
+                    raise
+                continue  # Redis closed it while it sat idle (a restart, its idle timeout): nothing ran
+            except BaseException:  # any error, or a gevent.Timeout mid-reply: its state is unknown
+                connection.close()
+                raise
+            if len(self._idle) < MAX_IDLE:
+                self._idle.append(connection)
+            else:
+                connection.close()
+            return replies
+
+    def _connect(self) -> "_RedisConnection":
+        # No retries: one bounded attempt, so a dead server costs a plugin at most TIMEOUT.
+        connection = _RedisConnection(self._host, self._port)
+        try:
+            handshake = ([["AUTH", self._password]] if self._password else []) + \
+                        ([["SELECT", self._db]] if self._db else [])
+            for reply in connection.execute(handshake):
+                if isinstance(reply, resp.ReplyError):
+                    raise ConnectionError("Redis refused the connection's set-up: %s" % reply)
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+    def _command(self, *command: resp.Part) -> Any:
+        """The reply to one command; an error reply raises StateUnavailable."""
+        reply = self._call(list(command))[0]
+        if isinstance(reply, resp.ReplyError):
+            raise StateUnavailable("state store %s: %s" % (self.url, reply))
+        return reply
 
     def get(self, key: str) -> Optional[str]:
-        return self._call(lambda r: r.get(key))
+        return _text(self._command("GET", key))
 
     def ttl(self, key: str) -> Optional[float]:
-        left = self._call(lambda r: r.pttl(key))
+        left = self._command("PTTL", key)
         return left / 1000.0 if left >= 0 else None
 
     def set(self, key: str, value: str, ttl: float) -> None:
         _check_ttl(ttl)
-        self._call(lambda r: r.set(key, str(value), px=int(ttl * 1000)))
+        self._command("SET", key, str(value), "PX", int(ttl * 1000))
 
     def incr(self, key: str, ttl: float, amount: int = 1) -> int:
         _check_ttl(ttl)
-
-        def create_then_add(r: Any) -> int:
-            import redis
-            # MULTI/EXEC: create with the TTL only if missing, then add; nothing runs in between.
-            pipe = r.pipeline(transaction=True)
-            pipe.set(key, 0, px=int(ttl * 1000), nx=True)
-            pipe.incrby(key, int(amount))
-            try:
-                return pipe.execute()[1]
-            except redis.ResponseError as exc:
-                if "not an integer" not in str(exc):
-                    raise
-                raise _not_whole(key, r.get(key)) from None
-        return int(self._call(create_then_add))
+        # MULTI/EXEC: create with the TTL only if missing, then add; nothing runs in between.
+        replies = self._call(["MULTI"], ["SET", key, 0, "PX", int(ttl * 1000), "NX"], ["INCRBY", key, int(amount)],
+                             ["EXEC"])
+        queued, done = replies[:3], replies[3]
+        failures = [r for r in queued + (done if isinstance(done, list) else [done]) if isinstance(r, resp.ReplyError)]
+        if failures:
+            if "not an integer" in str(failures[0]):
+                raise _not_whole(key, self.get(key))
+            raise StateUnavailable("state store %s: %s" % (self.url, failures[0]))
+        return int(done[1])
 
     def delete(self, key: str) -> bool:
-        return bool(self._call(lambda r: r.delete(key)))
+        return bool(self._command("DEL", key))
 
     def scan(self, prefix: str = "") -> Iterator[Tuple[str, str]]:
         pattern = "".join("\\" + c if c in "*?[]\\" else c for c in prefix) + "*"
+        keys: List[bytes] = []
+        cursor = b"0"
+        while True:
+            cursor, found = self._command("SCAN", cursor, "MATCH", pattern, "COUNT", 1000)
+            keys.extend(found)
+            if cursor == b"0":
+                break
+        values = self._command("MGET", *keys) if keys else []
+        # A None value: the key expired between the two calls.
+        return iter([(_text(k), _text(v)) for k, v in zip(keys, values) if v is not None])
 
-        def pairs(r: Any) -> List[Tuple[str, str]]:
-            keys = list(r.scan_iter(match=pattern, count=1000))
-            values = r.mget(keys) if keys else []
-            return [(k, v) for k, v in zip(keys, values) if v is not None]  # expired between the two calls
-        return iter(self._call(pairs))
+
+class _ClosedWhileIdle(ConnectionError):
+    """The connection was closed before any reply came: the commands sent on it did not run."""
+
+
+class _RedisConnection:
+    """One socket to Redis and the bytes read from it but not yet parsed."""
+
+    def __init__(self, host: str, port: int) -> None:
+        try:
+            self.sock = socket.create_connection((host, port), timeout=TIMEOUT)
+        except socket.timeout:
+            raise TimeoutError("Timeout connecting to %s:%d" % (host, port)) from None
+        except OSError as exc:
+            raise ConnectionError("Error connecting to %s:%d: %s" % (host, port, exc.strerror or exc)) from None
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buffer = b""
+
+    def execute(self, commands: Sequence[List[resp.Part]]) -> List[Any]:
+        """Send ``commands`` in one write; their replies, in order."""
+        try:
+            return self._exchange(commands)
+        except socket.timeout:
+            raise TimeoutError("Redis gave no answer within %.1f s" % TIMEOUT) from None
+
+    def _exchange(self, commands: Sequence[List[resp.Part]]) -> List[Any]:
+        if not commands:
+            return []
+        try:
+            self.sock.sendall(b"".join(resp.encode(command) for command in commands))
+        except (BrokenPipeError, ConnectionResetError):
+            raise _ClosedWhileIdle("Connection closed by Redis") from None
+        replies: List[Any] = []
+        start = 0
+        while len(replies) < len(commands):
+            parsed = resp.parse(self.buffer, start)
+            if parsed is None:
+                self.buffer, start = self.buffer[start:], 0
+                try:
+                    chunk = self.sock.recv(65536)
+                except ConnectionResetError:
+                    chunk = b""
+                if not chunk:
+                    # Closed before one byte of reply: Redis closed it before it read the commands.
+                    raise (_ClosedWhileIdle if not replies and not self.buffer else ConnectionError)(
+                        "Connection closed by Redis")
+                self.buffer += chunk
+            else:
+                reply, start = parsed
+                replies.append(reply)
+        self.buffer = self.buffer[start:]
+        return replies
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _text(value: Optional[bytes]) -> Optional[str]:
+    return None if value is None else value.decode("utf-8", "replace")
 
 
 def open_store(url: str) -> Store:
