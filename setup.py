@@ -28,15 +28,15 @@ setup(
     # prometheus-client: --metrics (imported only when it is given); idna: U-label <-> A-label domains;
     # (the state store's redis:// backend has its own client, qpgevent/resp.py: no package.)
     # pyspf, dkimpy (DKIM and ARC; authres for ARC's Authentication-Results), publicsuffixlist: the
-    # sender-authentication plugins and organisational domains.
+    # sender-authentication plugins and organisational domains; cryptography: their RSA signature check
+    # by OpenSSL (qpgevent/dkim_speed.py), and the tests' DKIM keys.
     install_requires=["gevent>=24.2", "dnspython>=2.4", "configobj>=5.0.8", "prometheus-client>=0.17", "idna>=3",
-                      "pyspf>=2.0.14", "dkimpy>=1.1", "authres>=1.2", "publicsuffixlist>=1.0"],
+                      "pyspf>=2.0.14", "dkimpy>=1.1", "authres>=1.2", "publicsuffixlist>=1.0", "cryptography>=41"],
     # wheel: tests/test_packaging.py builds one without downloading build tools; geoip2 (the ident/geoip
     # plugin, which names it at start-up when missing) and mmdb-writer (its tests write a database);
-    # cryptography: DKIM keys made by the tests (and bench/filters.py); redis (redis-py): the tests
-    # check what our own Redis client stored with the reference client.
+    # redis (redis-py): the tests check what our own Redis client stored with the reference client.
     extras_require={"test": ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6", "wheel", "geoip2>=4",
-                             "mmdb-writer>=0.2", "cryptography>=41", "redis>=4.2"],
+                             "mmdb-writer>=0.2", "redis>=4.2"],
                     "geoip": ["geoip2>=4"]},
     # qpgevent.cli patches the standard library with gevent before importing the rest.
     entry_points={"console_scripts": ["qpsmtpd-server = qpgevent.cli:server_main",
