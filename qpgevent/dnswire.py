@@ -147,20 +147,24 @@ def _records(wire: bytes, offset: int, count: int) -> Tuple[List[Tuple[bytes, in
 def _name(wire: bytes, offset: int) -> Tuple[bytes, int]:
     """The name at ``offset`` in uncompressed wire form, and the offset after it where it is written.
 
-    A compression pointer must point backwards (as dnspython requires too),
-    which also rules out loops.
+    A compression pointer must point before the start of the labels it ends
+    (the name's own start, or the last pointer's target), as dnspython
+    requires too: every jump then lands lower than the one before, so no
+    chain of pointers loops.  Labels past 255 octets stop the reading at once.
     """
     labels = []
     end = None
+    floor = offset  # where the labels being read began
+    size = 0
     while True:
         length = wire[offset]
         if length >= 0xC0:
             pointer = (length & 0x3F) << 8 | wire[offset + 1]
-            if pointer >= offset:
+            if pointer >= floor:
                 raise ParseError("compression pointer not backwards")
             if end is None:
                 end = offset + 2
-            offset = pointer
+            offset = floor = pointer
         elif length > 63:
             raise ParseError("unknown label type")
         elif length == 0:
@@ -173,6 +177,9 @@ def _name(wire: bytes, offset: int) -> Tuple[bytes, int]:
             if len(label) <= length:
                 raise ParseError("label beyond the message")
             labels.append(label)
+            size += length + 1
+            if size > 255:
+                raise ParseError("name over 255 octets")
             offset += length + 1
 
 

@@ -194,6 +194,17 @@ def test_cut_or_damaged_responses_are_parse_errors_never_other_exceptions(exchan
     _read(bytes(wire), query.id, asked)
 
 
+def test_a_pointer_back_into_its_own_name_is_a_parse_error_not_a_loop():
+    """A label, then a pointer to that label: backwards, but a loop; it once grew a name until memory ran out."""
+    asked = dnswire.question(dnswire.encode_name("host.test"), "A")
+    header = (7).to_bytes(2, "big") + b"\x81\x80\x00\x01\x00\x01\x00\x00\x00\x00"
+    looping = len(header) + len(asked)  # the answer's owner name: "a", then a pointer back to itself
+    wire = header + asked + b"\x01a" + bytes([0xC0 | looping >> 8, looping & 0xFF]) + b"\x00\x01\x00\x01" + bytes(10)
+    assert dnswire.answers(wire, 7, asked)
+    with pytest.raises(dnswire.ParseError):
+        dnswire.parse(wire, asked)
+
+
 @PROFILE
 @given(st.binary(max_size=600), st.integers(0, 65535))
 def test_garbage_is_a_parse_error_never_another_exception(wire, qid):
