@@ -102,6 +102,19 @@ def signed_messages(sizes: List[int], work: Path) -> (Dict[int, Path], str):
     return files, public
 
 
+def run_setup(args: argparse.Namespace, kind: str) -> tuple:
+    """(sizes, {size: messages}, stamp, results path without suffix, work directory) of a ``kind`` run.
+
+    Also turns SIGTERM into an exit, so that the caller's ``finally`` stops its servers.
+    """
+    sizes = [int(x) for x in args.sizes.split()]
+    counts = {int(s): int(n) for s, n in (x.split(":") for x in args.msgs.split())}
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return sizes, counts, stamp, HERE / "results" / ("%s-%s" % (kind, stamp)), Path(
+        tempfile.mkdtemp(prefix="qpgevent-%s." % kind))
+
+
 def start_server(work: Path, name: str, plugins: List[str], dns_server: str, workers: int = 0,
                  **config: object) -> BenchServer:
     """One qpgevent server called ``name`` (its directory under ``work``), asking ``dns_server`` (HOST:PORT)."""
@@ -169,7 +182,8 @@ def report(runs: List[dict]) -> str:
         filters = "filters-" + core[5:]
         for size in sizes:
             a, b = pick[(core, size)], pick.get((filters, size), [])
-            if a and b:
+            # a run too short for one clock tick of server CPU has no ratio (0 ms/msg)
+            if a and b and statistics.median(map(cpu_ms, a)) > 0:
                 lines.append("| %s / %s | %d KB | %.2f | %.2f |" % (
                     filters, core, size // 1024, statistics.median(map(cpu_ms, b)) / statistics.median(map(cpu_ms, a)),
                     statistics.median(r["rate"] for r in b) / statistics.median(r["rate"] for r in a)))
@@ -195,12 +209,7 @@ def main() -> None:
     parser.add_argument("--msgs", default="1024:3000 102400:1500", help="SIZE:N messages per run")
     parser.add_argument("--profile", type=float, default=0, metavar="SECS", help="py-spy seconds on filters-1p")
     args = parser.parse_args()
-    sizes = [int(x) for x in args.sizes.split()]
-    counts = {int(s): int(n) for s, n in (x.split(":") for x in args.msgs.split())}
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    out = HERE / "results" / ("filters-" + stamp)
-    work = Path(tempfile.mkdtemp(prefix="qpgevent-filters."))
+    sizes, counts, stamp, out, work = run_setup(args, "filters")
     servers: List[BenchServer] = []
     messages, public = signed_messages(sizes, work)
     dns = DNSServer(zones(public))

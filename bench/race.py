@@ -410,17 +410,13 @@ def main() -> None:
     args = parser.parse_args()
     if not (RUN / "qpsmtpd/bin/qpsmtpd-prefork").exists() or not (RUN / "haraka-pkg").exists():
         raise SystemExit("run ../shared/bench/peers/run_peers.sh --install-only first (PEERS_RUN_DIR=%s)" % RUN)
-    missing_tools = [tool for tool, package in TOOLS.items() if shutil.which(tool) is None]
-    if missing_tools or not Path("/usr/share/perl5/Mail/DMARC.pm").exists():
-        raise SystemExit("missing %s: apt-get install %s" % (", ".join(missing_tools) or "Mail::DMARC", " ".join(
-            sorted({TOOLS[t] for t in missing_tools} | {"libmail-dmarc-perl"}))))
+    absent = {tool: package for tool, package in TOOLS.items() if shutil.which(tool) is None}
+    if not Path("/usr/share/perl5/Mail/DMARC.pm").exists():
+        absent["Mail::DMARC"] = "libmail-dmarc-perl"
+    if absent:
+        raise SystemExit("missing %s: apt-get install %s" % (", ".join(absent), " ".join(sorted(set(absent.values())))))
     enter_private_network([str(Path(__file__).resolve()), *sys.argv[1:]])
-    sizes = [int(x) for x in args.sizes.split()]
-    counts = {int(s): int(n) for s, n in (x.split(":") for x in args.msgs.split())}
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    out = HERE / "results" / ("race-" + stamp)
-    work = Path(tempfile.mkdtemp(prefix="qpgevent-race."))
+    sizes, counts, stamp, out, work = filters.run_setup(args, "race")
     os.chmod(work, 0o755)
     messages, public = signed_messages(sizes, work)
     for m in messages.values():
