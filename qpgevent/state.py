@@ -32,7 +32,11 @@ PURGE_EVERY = 300.0  # seconds between sweeps of expired sqlite rows (reads igno
 # server then costs one call TIMEOUT per pause, not every call of every session (nor every health check).
 RETRY_AFTER = 5.0
 POOL_SIZE = 4  # native threads (and sqlite connections) per process; calls beyond wait their turn
-MAX_IDLE = 16  # idle Redis connections kept per process; a burst beyond opens more and closes them after
+# Idle Redis connections kept per process; a burst beyond opens more and closes them after.  At 16,
+# 100 concurrent sessions opened a new connection for two calls in three (3,416 connects for 5,000
+# messages of karma, bench/race.py's chain): keep enough for a busy process's concurrent calls.  Redis
+# allows 10,000 clients by default: 20 processes (10 hosts x 2 workers) at 256 each stay well under it.
+MAX_IDLE = 256
 
 # The real ones, whatever gevent's monkey-patching has made of the threading module.
 _thread_local = monkey.get_original("threading", "local")

@@ -127,3 +127,27 @@ def test_200_greenlets_at_once_all_get_their_own_answers(redis_server):
                             cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["1000", "201"]
+
+
+WAVES = """
+from gevent import monkey; monkey.patch_all()
+import sys, gevent
+from qpgevent.state import open_store
+store = open_store(sys.argv[1])
+def one(n, wave):
+    store.set("w:%d" % n, str(wave), 60)
+    assert store.get("w:%d" % n) == str(wave)
+for wave in range(5):  # as a busy server's sessions come: 100 at a time, again and again
+    gevent.joinall([gevent.spawn(one, n, wave) for n in range(100)], timeout=60, raise_error=True)
+"""
+
+
+def test_waves_of_concurrent_calls_reuse_their_connections(redis_server):
+    """One long-lived process, 5 waves of 100 sessions' calls: the connections of the first wave serve the rest."""
+    url = redis_server.url[:-1] + "9"
+    before = redis.Redis.from_url(url).info("stats")["total_connections_received"]
+    result = subprocess.run([sys.executable, "-c", WAVES, url], capture_output=True, text=True, timeout=120,
+                            cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr
+    opened = redis.Redis.from_url(url).info("stats")["total_connections_received"] - before - 1  # less ours
+    assert opened <= 100, opened  # at most one per concurrent call: none opened again in later waves
